@@ -1,0 +1,101 @@
+"""Read an activation cache (docs/formats.md) straight from its files, as numpy arrays."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+
+def hookpoint_dirname(hookpoint: str) -> str:
+    """Folder name of a hookpoint: ``a.b:input`` is stored as ``a.b@input``."""
+    return hookpoint.replace(":", "@")
+
+
+@dataclass(frozen=True)
+class Nonzeros:
+    """Sparse activations of a latent range, sorted by (latent, seq_id, pos)."""
+
+    latent: np.ndarray  # int32
+    seq_id: np.ndarray  # int32
+    pos: np.ndarray  # int32
+    value: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def keys(self, n_seqs: int, ctx_len: int) -> np.ndarray:
+        """Sorted int64 key ``(latent * n_seqs + seq_id) * ctx_len + pos``."""
+        return (self.latent.astype(np.int64) * n_seqs + self.seq_id) * ctx_len + self.pos
+
+    def subset(self, mask: np.ndarray) -> Nonzeros:
+        return Nonzeros(self.latent[mask], self.seq_id[mask], self.pos[mask], self.value[mask])
+
+
+class CacheFiles:
+    """One hookpoint's completed cache folder (``meta.json`` present)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.dir = Path(cache_dir)
+        meta_path = self.dir / "meta.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{meta_path} is missing: the cache at {self.dir} is not complete; "
+                "run `autointerp cache` first"
+            )
+        self.meta: dict = json.loads(meta_path.read_text())
+        self.hookpoint: str = self.meta["hookpoint"]
+        self.n_latents: int = int(self.meta["n_latents"])
+        self.ctx_len: int = int(self.meta["ctx_len"])
+        self.n_seqs: int = int(self.meta["n_seqs"])
+        self.shards: list[tuple[int, int]] = [(int(a), int(b)) for a, b in self.meta["shards"]]
+        self._tokens: np.ndarray | None = None
+        self._stats: pl.DataFrame | None = None
+
+    def shard_path(self, start: int, end: int) -> Path:
+        return self.dir / "activations" / f"part-{start:07d}-{end:07d}.parquet"
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """Token ids, ``[n_seqs, ctx_len]`` int32 (row = seq_id)."""
+        if self._tokens is None:
+            table = pq.read_table(self.dir / "tokens.parquet", columns=["seq_id", "tokens"])
+            seq = table.column("seq_id").to_numpy()
+            if len(seq) != self.n_seqs or not np.array_equal(seq, np.arange(self.n_seqs)):
+                raise ValueError(f"{self.dir}/tokens.parquet: seq_id must be 0..n_seqs-1 in order")
+            flat = table.column("tokens").combine_chunks().flatten().to_numpy()
+            self._tokens = flat.astype(np.int32, copy=False).reshape(self.n_seqs, self.ctx_len)
+        return self._tokens
+
+    @property
+    def stats(self) -> pl.DataFrame:
+        """latent_stats.parquet, sorted by latent."""
+        if self._stats is None:
+            self._stats = pl.read_parquet(self.dir / "latent_stats.parquet").sort("latent")
+        return self._stats
+
+    def read_shard(self, start: int, end: int, latents: np.ndarray | None = None) -> Nonzeros:
+        """Nonzeros of the shard ``[start, end)``, optionally only of ``latents`` (sorted)."""
+        cols = ["latent", "seq_id", "pos", "value"]
+        df = pl.read_parquet(self.shard_path(start, end), columns=cols)
+        nz = Nonzeros(
+            latent=df["latent"].to_numpy().astype(np.int32, copy=False),
+            seq_id=df["seq_id"].to_numpy().astype(np.int32, copy=False),
+            pos=df["pos"].to_numpy().astype(np.int32),
+            value=df["value"].to_numpy().astype(np.float32, copy=False),
+        )
+        if latents is not None and len(latents) < end - start:
+            nz = nz.subset(np.isin(nz.latent, latents))
+        return nz
+
+
+def find_hookpoints(run_dir: Path) -> list[str]:
+    """Hookpoints with a completed cache under ``run_dir/cache``."""
+    found = []
+    for meta in sorted((Path(run_dir) / "cache").glob("*/meta.json")):
+        found.append(json.loads(meta.read_text())["hookpoint"])
+    return found
