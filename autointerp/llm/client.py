@@ -1,0 +1,267 @@
+"""``LLMClient``: a backend wrapped with the response cache, retries, limits and accounting.
+
+Every request ends in an :class:`LLMResponse`; failures become responses with ``error`` set, so
+one bad call never kills a batch of thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from autointerp.llm.base import Backend, FatalError, RetryableError, parse_json
+from autointerp.llm.cache import ResponseCache
+from autointerp.llm.config import LLMConfig
+from autointerp.llm.limits import Limits
+from autointerp.llm.types import LLMRequest, LLMResponse
+from autointerp.llm.usage import UsageTracker, call_cost
+
+log = logging.getLogger(__name__)
+
+
+def make_backend(config: LLMConfig) -> Backend:
+    """The backend named by ``config.model`` (imports heavy dependencies lazily)."""
+    if config.backend == "lexical":
+        from autointerp.llm.lexical import LexicalBackend
+
+        return LexicalBackend()
+    if config.backend == "vllm":
+        from autointerp.llm.vllm_backend import VLLMBackend
+
+        return VLLMBackend(config)
+    from autointerp.llm.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(config)
+
+
+class LLMClient:
+    def __init__(
+        self, backend: Backend, config: LLMConfig, cache: ResponseCache | None = None
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.cache = cache if backend.cacheable else None
+        self.usage = UsageTracker()
+        self._limits: Limits | None = None
+        self._warned_price = False
+        self._progress_every_s = 10.0
+        self._inflight: dict[str, asyncio.Future[LLMResponse]] = {}
+
+    # -- public API -------------------------------------------------------------------------
+    async def generate(self, request: LLMRequest) -> LLMResponse:
+        """Answer one request (from the cache when possible). Never raises for backend faults.
+        Identical requests in flight at the same time are sent once."""
+        if self.cache is None:
+            response = await self._generate_fresh(request)
+            self.usage.add(response, request.tags)
+            return response
+        key = request.cache_key(self.backend.name, self.backend.model)
+        hit = self.cache.get(key)
+        if hit is None and key in self._inflight:
+            first = await asyncio.shield(self._inflight[key])
+            hit = first.model_copy(deep=True) if first.ok else None
+        if hit is not None:
+            hit.cached = True
+            self.usage.add(hit, request.tags)
+            return hit
+        future: asyncio.Future[LLMResponse] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            response = await self._generate_fresh(request)
+            if response.ok:
+                self.cache.put(key, response)
+            future.set_result(response)
+        finally:
+            del self._inflight[key]
+            if not future.done():
+                future.cancel()
+        self.usage.add(response, request.tags)
+        return response
+
+    async def generate_many(
+        self,
+        requests: Sequence[LLMRequest],
+        on_result: Callable[[int, LLMResponse], Any] | None = None,
+        desc: str = "llm",
+    ) -> list[LLMResponse]:
+        """Answer all requests concurrently (bounded by the config); results in input order.
+        ``on_result(index, response)`` is called as each finishes (e.g. to write it out)."""
+        n, done, errors = len(requests), 0, 0
+        start = last = time.monotonic()
+
+        async def one(i: int, req: LLMRequest) -> LLMResponse:
+            nonlocal done, errors, last
+            resp = await self.generate(req)
+            done += 1
+            errors += 0 if resp.ok else 1
+            if on_result is not None:
+                on_result(i, resp)
+            now = time.monotonic()
+            if now - last >= self._progress_every_s or done == n:
+                last = now
+                log.info(
+                    "%s: %d/%d done (%d errors, %d cached) in %.1fs, $%.4f so far",
+                    desc,
+                    done,
+                    n,
+                    errors,
+                    self.usage.total.cached,
+                    now - start,
+                    self.usage.total.cost_usd,
+                )
+            return resp
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        if self.cache is not None:
+            self.cache.close()
+        log.info(
+            "llm usage (%s:%s): %s", self.backend.name, self.backend.model, self.usage.summary()
+        )
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals --------------------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        if self._limits is None:  # created lazily, inside the running event loop
+            c = self.config
+            self._limits = Limits(c.concurrency, c.requests_per_minute, c.tokens_per_minute)
+        return self._limits
+
+    async def _generate_fresh(self, request: LLMRequest) -> LLMResponse:
+        """Attempts with transport retries, then bounded re-generation for unparseable JSON."""
+        attempts = prompt_tokens = completion_tokens = 0
+        latency = 0.0
+        response = LLMResponse()
+        for _ in range(self.config.json_attempts):
+            response = await self._with_retries(request)
+            attempts += response.attempts
+            latency += response.latency_s
+            prompt_tokens += response.prompt_tokens
+            completion_tokens += response.completion_tokens
+            if not response.ok or request.json_schema is None or response.parsed is not None:
+                break
+            try:
+                response.parsed = parse_json(response.text, request.json_schema)
+                break
+            except ValueError as e:
+                response.error = f"unparseable JSON output: {e}"
+                log.debug("unparseable JSON (%s); raw text kept: %.200r", e, response.text)
+        response.attempts = attempts
+        response.prompt_tokens = prompt_tokens
+        response.completion_tokens = completion_tokens
+        response.latency_s = latency  # time in flight, not queueing for a slot or backoff
+        response.backend = response.backend or self.backend.name
+        response.model = response.model or self.backend.model
+        response.cost_usd = self._cost(prompt_tokens, completion_tokens)
+        if self.backend.baseline:
+            response.metadata["baseline"] = True
+        return response
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        if self.backend.local:
+            return 0.0
+        price = self.config.prices.get(self.backend.model)
+        local_server = getattr(self.backend, "on_localhost", False)
+        if price is None and not self._warned_price and not local_server:
+            self._warned_price = True
+            log.warning(
+                "no price for model %s in llm.prices; its cost is counted as 0",
+                self.backend.model,
+            )
+        return call_cost(price, prompt_tokens, completion_tokens)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            after = min(after, self.config.retry_after_max_s)
+            self.limits.cool_down(after)
+            return after
+        c = self.config
+        return wait_exponential_jitter(
+            multiplier=c.backoff_initial_s, max=c.backoff_max_s, jitter=c.backoff_initial_s
+        )(state)
+
+    async def _with_retries(self, request: LLMRequest) -> LLMResponse:
+        tokens = request.approx_prompt_tokens() + request.sampling.max_tokens
+        attempt, busy = 0, 0.0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(RetryableError),
+            reraise=True,
+        )
+        try:
+            async for try_ in retrying:
+                with try_:
+                    attempt = try_.retry_state.attempt_number
+                    if attempt > 1:
+                        log.debug("retry %d of a %s request", attempt, self.backend.name)
+                    async with self.limits.slot(tokens):
+                        t0 = time.monotonic()
+                        try:
+                            response = await self.backend.complete(request)
+                        finally:
+                            busy += time.monotonic() - t0
+            response.attempts = attempt
+            response.latency_s = busy
+            return response
+        except RetryableError as e:
+            msg = f"gave up after {attempt} attempts: {e}"
+        except FatalError as e:
+            msg = f"failed: {e}"
+        except Exception as e:  # a backend bug must not kill a batch of thousands
+            log.exception("unexpected error in %s backend", self.backend.name)
+            msg = f"unexpected {type(e).__name__}: {e}"
+        redact = getattr(self.backend, "redact", None)
+        if redact is not None:
+            msg = redact(msg)
+        log.warning("llm request failed: %s", msg)
+        return LLMResponse(
+            error=msg,
+            attempts=attempt,
+            latency_s=busy,
+            backend=self.backend.name,
+            model=self.backend.model,
+        )
+
+
+def create_client(config: LLMConfig, run_dir: str | Path | None = None) -> LLMClient:
+    """Client for ``config``; its cache lives in ``run_dir/<cache_file>`` when both are set."""
+    backend = make_backend(config)
+    cache = None
+    if config.cache and run_dir is not None and backend.cacheable:
+        cache = ResponseCache(Path(run_dir) / config.cache_file)
+    return LLMClient(backend, config, cache)
+
+
+def run_requests(
+    config: LLMConfig, requests: Sequence[LLMRequest], run_dir: str | Path | None = None
+) -> list[LLMResponse]:
+    """Synchronous convenience: answer ``requests`` with a fresh client and close it."""
+
+    async def main() -> list[LLMResponse]:
+        async with create_client(config, run_dir) as client:
+            return await client.generate_many(requests)
+
+    return asyncio.run(main())

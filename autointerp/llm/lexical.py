@@ -1,0 +1,182 @@
+"""The lexical baseline: no LLM. Deterministic answers to the structured ``task`` payloads that
+explainers and scorers attach to their requests (schemas in docs/llm.md). Every answer carries
+``metadata["baseline"] = True`` and the model name ``lexical-baseline``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any
+
+from autointerp.llm.base import Backend, FatalError
+from autointerp.llm.types import LLMRequest, LLMResponse
+
+MODEL_NAME = "lexical-baseline"
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "that",
+        "this",
+        "from",
+        "are",
+        "was",
+        "were",
+        "has",
+        "have",
+        "its",
+        "not",
+        "but",
+        "any",
+        "all",
+        "can",
+        "token",
+        "tokens",
+        "word",
+        "words",
+        "text",
+        "latent",
+        "fires",
+        "activates",
+        "activating",
+        "on",
+        "in",
+        "of",
+        "to",
+        "a",
+        "an",
+    ]
+)
+
+
+def render_tokens(tokens: list[str]) -> str:
+    """``['def', ' return']`` -> ``tokens: "def", " return"`` (JSON string quoting)."""
+    return "tokens: " + ", ".join(json.dumps(t, ensure_ascii=False) for t in tokens)
+
+
+def quoted_tokens(explanation: str) -> list[str]:
+    """The quoted strings of an explanation; if none, its content words (fallback for free-text
+    explanations written by an LLM)."""
+    found: list[str] = []
+    for m in _QUOTED.finditer(explanation):
+        try:
+            found.append(json.loads(f'"{m.group(1)}"'))
+        except json.JSONDecodeError:
+            found.append(m.group(1))
+    found = [t for t in found if t]
+    if found:
+        return found
+    words = [w for w in _WORD.findall(explanation) if w.lower() not in _STOP]
+    return list(dict.fromkeys(words))
+
+
+def explain(task: dict[str, Any]) -> dict[str, Any]:
+    """Tokens most over-represented in activating positions (weighted by activation) relative to
+    the contrast windows (or, without contrast, to all tokens of the examples)."""
+    top_k = int(task.get("top_k", 5))
+    weight: dict[str, float] = defaultdict(float)
+    background: Counter[str] = Counter()
+    for ex in task.get("examples", []):
+        tokens, acts = ex["tokens"], ex.get("activations") or [1.0] * len(ex["tokens"])
+        for tok, act in zip(tokens, acts, strict=False):
+            if act > 0:
+                weight[tok] += float(act)
+        if not task.get("contrast"):
+            background.update(tokens)
+    for ex in task.get("contrast") or []:
+        background.update(ex["tokens"] if isinstance(ex, dict) else ex)
+    total_w = sum(weight.values())
+    if total_w <= 0:
+        return {"explanation": "tokens: (none)", "tokens": [], "scores": []}
+    vocab = set(weight) | set(background)
+    n_bg = sum(background.values())
+    scores = {}
+    for tok, w in weight.items():
+        p = w / total_w
+        q = (background[tok] + 0.5) / (n_bg + 0.5 * len(vocab))
+        scores[tok] = p * math.log(p / q)
+    ranked = sorted((t for t in scores if scores[t] > 0), key=lambda t: (-scores[t], t))
+    chosen = [t for t in ranked if t.strip()][:top_k] or ranked[:top_k]
+    return {
+        "explanation": render_tokens(chosen),
+        "tokens": chosen,
+        "scores": [round(scores[t], 6) for t in chosen],
+    }
+
+
+def _matches(token: str, keys: set[str]) -> bool:
+    return token.strip().lower() in keys
+
+
+def _keys(explanation: str) -> set[str]:
+    return {t.strip().lower() for t in quoted_tokens(explanation) if t.strip()}
+
+
+def _as_tokens(ex: Any) -> list[str]:
+    return list(ex["tokens"]) if isinstance(ex, dict) else list(ex)
+
+
+def detect(task: dict[str, Any]) -> dict[str, Any]:
+    """Per example: 1 when it contains any quoted token of the explanation (whole token, or as a
+    substring of the joined text for multi-token quotes), with probability 1 - 0.5**(n + 1)
+    for n matches, and 0.0 without match."""
+    keys = _keys(task.get("explanation", ""))
+    labels, probs = [], []
+    for ex in task.get("examples", []):
+        tokens = _as_tokens(ex)
+        text = "".join(tokens).lower()
+        n = sum(_matches(t, keys) for t in tokens)
+        n += sum(1 for k in keys if " " in k and k in text)
+        labels.append(1 if n else 0)
+        probs.append(round(1.0 - 0.5 ** (n + 1), 6) if n else 0.0)
+    return {"labels": labels, "probabilities": probs}
+
+
+def simulate(task: dict[str, Any]) -> dict[str, Any]:
+    """Per example and token: 10 where the token is one of the explanation's quoted tokens."""
+    keys = _keys(task.get("explanation", ""))
+    return {
+        "activations": [
+            [10 if _matches(t, keys) else 0 for t in _as_tokens(ex)]
+            for ex in task.get("examples", [])
+        ]
+    }
+
+
+TASKS = {"explain": explain, "detect": detect, "simulate": simulate}
+
+
+class LexicalBackend(Backend):
+    name = "lexical"
+    model = MODEL_NAME
+    local = True
+    cacheable = False
+    baseline = True
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        task = request.task or {}
+        fn = TASKS.get(str(task.get("kind")))
+        if fn is None:
+            raise FatalError(
+                f"the lexical baseline answers only structured tasks {sorted(TASKS)}; "
+                f"got task kind {task.get('kind')!r} (attach request.task)"
+            )
+        try:
+            result = fn(task)
+        except (KeyError, TypeError, ValueError) as e:
+            raise FatalError(f"malformed {task.get('kind')} task: {e!r}") from e
+        text = result["explanation"] if fn is explain else json.dumps(result)
+        return LLMResponse(
+            text=text,
+            parsed=result,
+            finish_reason="stop",
+            backend=self.name,
+            model=self.model,
+            metadata={"baseline": True},
+        )

@@ -1,0 +1,264 @@
+"""A fake OpenAI-compatible HTTP server for tests and the benchmark (stdlib asyncio only).
+
+Serves /v1/chat/completions and /v1/completions with usage, logprobs and vLLM-style prompt
+logprobs. Tests script per-call behaviour with :class:`Action` (status, Retry-After, delay,
+malformed body, dropped connection) and count hits. Run as a script for a separate process:
+``python fake_server.py --latency 0.1`` prints ``PORT <n>`` and serves until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Responder = Callable[[dict[str, Any]], str]
+
+
+@dataclass
+class Action:
+    """What the server does for one hit (consumed in order; default: answer normally)."""
+
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None  # raw body instead of a completion (e.g. malformed JSON)
+    text: str | None = None  # the answer's content instead of the responder's
+    drop: bool = False  # close the connection without answering
+
+
+def default_responder(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return "answer to: " + str(body["messages"][-1]["content"])[:80]
+    return "continuation of: " + str(body.get("prompt", ""))[:80]
+
+
+def _tokens(text: str) -> list[str]:
+    return text.split() or [""]
+
+
+def _tid(token: str) -> int:
+    return zlib.crc32(token.encode()) % 50_000
+
+
+def _prompt_logprobs(tokens: list[str]) -> list[Any]:
+    """vLLM server format: None for the first token, then {token_id: {logprob, rank, ...}}."""
+    rest = [{str(_tid(t)): {"logprob": -1.0, "rank": 1, "decoded_token": t}} for t in tokens[1:]]
+    return [None, *rest]
+
+
+def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str, Any]:
+    if chat:
+        prompt_text = " ".join(str(m.get("content", "")) for m in request.get("messages", []))
+    else:
+        prompt_text = str(request.get("prompt", ""))
+    p_toks, c_toks = _tokens(prompt_text), _tokens(text)
+    usage = {
+        "prompt_tokens": len(p_toks),
+        "completion_tokens": len(c_toks),
+        "total_tokens": len(p_toks) + len(c_toks),
+    }
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "logprobs": None}
+    body: dict[str, Any] = {
+        "id": "cmpl-fake",
+        "created": int(time.time()),
+        "model": request.get("model", "fake"),
+        "usage": usage,
+    }
+    k_prompt = request.get("prompt_logprobs")
+    if chat:
+        body["object"] = "chat.completion"
+        choice["message"] = {"role": "assistant", "content": text}
+        if request.get("logprobs"):
+            k = int(request.get("top_logprobs") or 0)
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": t,
+                        "logprob": -0.5,
+                        "bytes": None,
+                        "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}][:k],
+                    }
+                    for t in c_toks
+                ]
+            }
+        if k_prompt is not None:
+            body["prompt_logprobs"] = _prompt_logprobs(p_toks)
+            body["prompt_token_ids"] = [_tid(t) for t in p_toks]
+    else:
+        body["object"] = "text_completion"
+        choice["text"] = text
+        if request.get("logprobs") is not None:
+            choice["logprobs"] = {
+                "tokens": c_toks,
+                "token_logprobs": [-0.5] * len(c_toks),
+                "top_logprobs": [{t: -0.5} for t in c_toks],
+                "text_offset": list(range(len(c_toks))),
+            }
+        if k_prompt is not None:
+            choice["prompt_logprobs"] = _prompt_logprobs(p_toks)
+            choice["prompt_token_ids"] = [_tid(t) for t in p_toks]
+    body["choices"] = [choice]
+    return body
+
+
+class FakeServer:
+    """Serve on 127.0.0.1 in a background thread (``start``) or in this thread (``serve``)."""
+
+    def __init__(self, latency: float = 0.0, responder: Responder = default_responder) -> None:
+        self.latency = latency
+        self.responder = responder
+        self.actions: deque[Action] = deque()
+        self.hits = 0
+        self.requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *actions: Action) -> None:
+        self.actions.extend(actions)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, backlog=512)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self) -> FakeServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(self._open())
+            ready.set()
+            self._loop.run_forever()
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        loop = self._loop
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(close(), loop)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    async def serve(self) -> None:
+        await self._open()
+        print(f"PORT {self.port}", flush=True)
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    # -- HTTP -------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path = lines[0].split(" ")[:2]
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                if not await self._respond(writer, method, path, headers, raw):
+                    break
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            asyncio.LimitOverrunError,
+            asyncio.CancelledError,
+        ):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        raw: bytes,
+    ) -> bool:
+        self.hits += 1
+        try:
+            request = json.loads(raw or b"{}")
+        except json.JSONDecodeError:
+            request = {}
+        self.requests.append({"path": path, "headers": headers, "body": request})
+        action = self.actions.popleft() if self.actions else Action()
+        delay = action.delay or self.latency
+        if delay:
+            await asyncio.sleep(delay)
+        if action.drop:
+            writer.transport.abort()
+            return False
+        chat = path.endswith("/chat/completions")
+        if action.body is not None:
+            payload = action.body
+        elif action.status != 200:
+            payload = json.dumps(
+                {
+                    "error": {
+                        "message": f"scripted {action.status}",
+                        "type": "fake",
+                        "code": action.status,
+                    }
+                }
+            )
+        elif not (chat or path.endswith("/completions")):
+            action.status, payload = 404, json.dumps({"error": {"message": "no route"}})
+        else:
+            text = action.text if action.text is not None else self.responder(request)
+            payload = json.dumps(completion_body(request, text, chat))
+        data = payload.encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in action.headers.items())
+        writer.write(
+            f"HTTP/1.1 {action.status} X\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n{extra}\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeServer(latency=args.latency)
+    server.port = args.port
+    asyncio.run(server.serve())
+
+
+if __name__ == "__main__":
+    main()
