@@ -96,3 +96,31 @@ def test_property_windows_exact_and_contrast_silent(
         assert r["tokens"] == tokens[s, a : a + window].tolist()
         assert np.array_equal(np.array(r["activations"], np.float32), span)
         assert (r["kind"] == "activating") == bool(span.any())
+
+
+def test_ranked_flags_match_sorting() -> None:
+    """Quantile bins and top-k from per-latent order statistics equal a full sort's,
+    including latents with fewer windows than bins and tied maxima."""
+    from autointerp.sampling.activating import _packed_keys, _ranked_flags, run_starts
+
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        sizes = rng.integers(1, 60, int(rng.integers(1, 20)))
+        lat = np.repeat(np.arange(len(sizes)) + 100, sizes).astype(np.int32)
+        n = len(lat)
+        vmax = (np.round(rng.random(n) * 3, 1) + 0.1).astype(np.float32)
+        split = rng.integers(0, 3, n).astype(np.int8)
+        nb, n_topk = int(rng.integers(1, 12)), [int(rng.integers(0, 5)), 0, 2]
+        starts = run_starts(lat)
+        counts = np.diff(np.append(starts, n))
+        qbin, top = _ranked_flags(_packed_keys(lat, vmax), starts, counts, split, nb, n_topk)
+        for s0, c in zip(starts, counts, strict=True):
+            idx = np.arange(s0, s0 + c)
+            order = idx[np.lexsort((idx, -vmax[idx]))]
+            rank = np.empty(c, dtype=np.int64)
+            rank[order - s0] = np.arange(c)
+            assert np.array_equal(qbin[idx], (c - 1 - rank) * nb // c)
+            for k, t in enumerate(n_topk):
+                want = [i for i in order if split[i] == k][:t]
+                got = np.flatnonzero(top[idx] & (split[idx] == k)) + s0
+                assert set(got.tolist()) == {int(i) for i in want}

@@ -54,56 +54,114 @@ def quantile_targets(n: int, n_bins: int) -> np.ndarray:
     return base
 
 
+def _packed_keys(latent: np.ndarray, vmax: np.ndarray) -> np.ndarray | None:
+    """Unique int64 per candidate ordering like (latent asc, max desc, index asc), or None
+    when (local latent, max bits, index) do not fit in 63 bits."""
+    n = len(latent)
+    local = (latent - latent[0]).astype(np.int64)
+    idx_bits = max(1, (n - 1).bit_length())
+    if max(1, int(local[-1]).bit_length()) + 31 + idx_bits > 63:
+        return None
+    key = local << (31 + idx_bits)
+    inv = 0x7FFFFFFF - vmax.astype(np.float32, copy=False).view(np.int32).astype(np.int64)
+    inv <<= idx_bits
+    key |= inv
+    key |= np.arange(n, dtype=np.int64)
+    return key
+
+
+def _ranked_flags(
+    key: np.ndarray,
+    starts: np.ndarray,
+    counts: np.ndarray,
+    split: np.ndarray,
+    nb: int,
+    n_topk: list[int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(quantile bin, top-k flag) of every candidate from per-latent order statistics.
+
+    Bin of the candidate at descending rank ``r`` of ``n``: ``(n - 1 - r) * nb // n``, i.e.
+    the number of ``j >= 1`` with ``r < n - ceil(j * n / nb)``. The keys at those ranks (and
+    at each split's ``topk``-th rank) come from ``np.partition`` per latent -- no full sort.
+    """
+    n = len(key)
+    cut_keys: list[np.ndarray] = []
+    top_cut = np.full((len(n_topk), len(starts)), -1, dtype=np.int64)
+    for i, (s0, c) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
+        seg = key[s0 : s0 + c]
+        ranks = [r for j in range(1, nb) if (r := c - 1 - (j * c + nb - 1) // nb) >= 0]
+        if ranks:  # duplicates kept: several bins may start at the same rank
+            cut_keys.append(np.partition(seg, sorted(set(ranks)))[ranks])
+        sp = split[s0 : s0 + c]
+        for k, t in enumerate(n_topk):
+            if t:
+                mine = seg[sp == k]
+                if len(mine) <= t:
+                    top_cut[k, i] = np.iinfo(np.int64).max
+                else:
+                    top_cut[k, i] = np.partition(mine, t - 1)[t - 1]
+    cuts = np.concatenate(cut_keys) if cut_keys else np.zeros(0, np.int64)
+    # bin = how many of the latent's cut keys are >= the key (cuts are latent-major, sorted)
+    cuts.sort()
+    lat_min = np.minimum.reduceat(key, starts)
+    lat_end = np.searchsorted(cuts, np.append(lat_min[1:], np.iinfo(np.int64).max))
+    qbin = (np.repeat(lat_end, counts) - np.searchsorted(cuts, key)).astype(np.int8)
+    topk = np.zeros(n, dtype=bool)
+    for k, t in enumerate(n_topk):
+        if t:
+            topk |= (split == k) & (key <= np.repeat(top_cut[k], counts))
+    return qbin, topk
+
+
 def select_activating(
     cands: Candidates, split_of_seq: np.ndarray, cfg: SampleConfig, seed: int
 ) -> pl.DataFrame:
     """Activating rows of every latent in ``cands``.
 
     Quantile bins are equal-count bins of the latent's window max activations over the whole
-    cache (bin 0 weakest, ``n_quantiles - 1`` strongest), the same bins for every split.
+    cache (bin 0 weakest, ``n_quantiles - 1`` strongest), the same bins for every split;
+    ranks order by max desc, then (seq_id, start).
     """
     n = len(cands)
     if n == 0:
         return _frame(cands, np.zeros(0, np.int8), np.zeros(0, np.int8), np.zeros(0, np.int8))
-    key = (cands.latent.astype(np.uint64) << np.uint64(32)) | (
-        np.uint64(0xFFFFFFFF) - cands.max.view(np.uint32).astype(np.uint64)
-    )
-    c = cands.take(np.argsort(key, kind="stable"))  # latent asc, max desc, (seq, start) asc
-    starts = run_starts(c.latent)
+    latent = cands.latent
+    starts = run_starts(latent)
     counts = np.diff(np.append(starts, n))
-    per_latent = np.repeat(counts, counts)
-    rank_desc = np.arange(n) - np.repeat(starts, counts)
-    nb = cfg.n_quantiles
-    qbin = ((per_latent - 1 - rank_desc) * nb // per_latent).astype(np.int8)
-    split = split_of_seq[c.seq_id]
+    split = split_of_seq[cands.seq_id]
     mixes = [cfg.mix(s) for s in SPLITS]
+    nb = cfg.n_quantiles
+    key = _packed_keys(latent, cands.max)
+    if key is None:  # huge shard: a stable sort instead of packed keys
+        inv = 0x7FFFFFFF - cands.max.view(np.int32).astype(np.int64)
+        order = np.lexsort((np.arange(n), inv, latent))
+        key = np.empty(n, dtype=np.int64)
+        key[order] = np.arange(n)
+    qbin, topk = _ranked_flags(key, starts, counts, split, nb, [mx.topk for mx in mixes])
 
-    rank_split = np.zeros(n, dtype=np.int64)
-    for k in range(len(SPLITS)):
-        m = (split == k).astype(np.int64)
-        cum = np.cumsum(m)
-        rank_split = np.where(m == 1, cum - np.repeat((cum - m)[starts], counts) - 1, rank_split)
-    n_topk = np.array([mx.topk for mx in mixes])[split]
-    topk = rank_split < n_topk
+    lat_local = (latent - latent[0]).astype(np.int64)
+    wkey = (latent.astype(np.int64) * (1 << 31) + cands.seq_id) * (1 << 16) + cands.start
+    quant = np.zeros(n, dtype=bool)
+    if any(mx.quantile for mx in mixes):
+        targets = np.stack([quantile_targets(mx.quantile, nb) for mx in mixes])
+        need_q = targets[split, qbin]
+        need_q[topk] = 0
+        group_q = (lat_local * len(SPLITS) + split) * nb + qbin
+        quant = pick_smallest(group_q, need_q, uniform01(seed, _TAG_QUANTILE, wkey))
 
-    lat_local = (c.latent - c.latent[0]).astype(np.int64)
-    targets = np.stack([quantile_targets(mx.quantile, nb) for mx in mixes])
-    need_q = np.where(topk, 0, targets[split, qbin])
-    group_q = (lat_local * len(SPLITS) + split) * nb + qbin
-    wkey = (c.latent.astype(np.int64) * (1 << 31) + c.seq_id) * (1 << 16) + c.start
-    r_q = uniform01(seed, _TAG_QUANTILE, wkey)
-    quant = pick_smallest(group_q, need_q, r_q)
-
-    need_u = np.where(topk | quant, 0, np.array([mx.uniform for mx in mixes])[split])
-    r_u = uniform01(seed, _TAG_UNIFORM, wkey)
-    unif = pick_smallest(lat_local * len(SPLITS) + split, need_u, r_u)
+    unif = np.zeros(n, dtype=bool)
+    if any(mx.uniform for mx in mixes):
+        need_u = np.array([mx.uniform for mx in mixes])[split]
+        need_u[topk | quant] = 0
+        r_u = uniform01(seed, _TAG_UNIFORM, wkey)
+        unif = pick_smallest(lat_local * len(SPLITS) + split, need_u, r_u)
 
     sampler = np.full(n, -1, dtype=np.int8)
     sampler[topk] = 0
     sampler[quant] = 1
     sampler[unif] = 2
     sel = np.flatnonzero(sampler >= 0)
-    return _frame(c.take(sel), split[sel], sampler[sel], qbin[sel])
+    return _frame(cands.take(sel), split[sel], sampler[sel], qbin[sel])
 
 
 def _frame(c: Candidates, split: np.ndarray, sampler: np.ndarray, qbin: np.ndarray) -> pl.DataFrame:

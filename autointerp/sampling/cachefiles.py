@@ -81,15 +81,25 @@ class CacheFiles:
     def read_shard(self, start: int, end: int, latents: np.ndarray | None = None) -> Nonzeros:
         """Nonzeros of the shard ``[start, end)``, optionally only of ``latents`` (sorted)."""
         cols = ["latent", "seq_id", "pos", "value"]
-        df = pl.read_parquet(self.shard_path(start, end), columns=cols)
+        table = pq.read_table(self.shard_path(start, end), columns=cols)
+
+        def col(name: str, dtype: type) -> np.ndarray:
+            arr = table.column(name).to_numpy()
+            return arr.astype(dtype, copy=False)
+
         nz = Nonzeros(
-            latent=df["latent"].to_numpy().astype(np.int32, copy=False),
-            seq_id=df["seq_id"].to_numpy().astype(np.int32, copy=False),
-            pos=df["pos"].to_numpy().astype(np.int32),
-            value=df["value"].to_numpy().astype(np.float32, copy=False),
+            latent=col("latent", np.int32),
+            seq_id=col("seq_id", np.int32),
+            pos=col("pos", np.int32),
+            value=col("value", np.float32),
         )
         if latents is not None and len(latents) < end - start:
-            nz = nz.subset(np.isin(nz.latent, latents))
+            want = np.zeros(end - start, dtype=bool)
+            lat = np.asarray(latents, dtype=np.int64)
+            want[lat[(lat >= start) & (lat < end)] - start] = True
+            keep = want[nz.latent - start]
+            if not keep.all():
+                nz = nz.subset(keep)
         return nz
 
 

@@ -38,6 +38,13 @@ class ShardContext:
         return math.ceil(self.cfg.oversample * max(per, default=0.0)) + 8 if per else 0
 
 
+def window_keys(
+    geo: Geometry, latent: np.ndarray, seq: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """Unique int64 key of a (latent, seq_id, start) window."""
+    return (latent.astype(np.int64) * geo.n_seqs + seq) * geo.ctx_len + start
+
+
 def finish(
     ctx: ShardContext, source: str, cand: pl.DataFrame, taken: pl.DataFrame | None = None
 ) -> pl.DataFrame:
@@ -45,36 +52,45 @@ def finish(
 
     ``cand`` has latent, seq_id, start, order (+ optional source_latent, source_similarity);
     windows already in ``taken`` (latent, seq_id, start) for that latent are left out.
+    Plain numpy: one window key per candidate, searchsorted for set tests, one lexsort.
     """
     if cand.height == 0:
         return _empty(source)
-    cand = cand.with_columns(pl.col("latent", "seq_id", "start").cast(pl.Int64))
-    if taken is not None and taken.height:
-        cand = cand.join(
-            taken.select(pl.col("latent", "seq_id", "start").cast(pl.Int64)).unique(),
-            on=["latent", "seq_id", "start"],
-            how="anti",
-            maintain_order="left",
-        )
-    lat = cand["latent"].to_numpy()
-    seq = cand["seq_id"].to_numpy()
-    start = cand["start"].to_numpy()
+    geo = ctx.geo
+    lat = cand["latent"].to_numpy().astype(np.int64)
+    seq = cand["seq_id"].to_numpy().astype(np.int64)
+    start = cand["start"].to_numpy().astype(np.int64)
+    order = cand["order"].to_numpy().astype(np.float64)
+    wk = window_keys(geo, lat, seq, start)
     split = ctx.split_of_seq[seq]
-    silent = ~fires_in_window(ctx.nz_keys, ctx.geo, lat, seq, start)
     need = ctx.need(source)
-    df = (
-        cand.with_columns(split_code=pl.Series(split, dtype=pl.Int8), _ok=pl.Series(silent))
-        .filter(pl.col("_ok") & pl.col("split_code").is_in(np.flatnonzero(need > 0).tolist()))
-        .sort(["latent", "split_code", "order", "seq_id", "start"])
-        .unique(["latent", "seq_id", "start"], keep="first", maintain_order=True)
-        .with_columns(_r=pl.int_range(pl.len()).over(["latent", "split_code"]))
-        .filter(pl.col("_r") < pl.col("split_code").replace_strict(dict(enumerate(need))))
-    )
+    keep = need[split] > 0
+    if taken is not None and taken.height:
+        tk = np.unique(
+            window_keys(
+                geo,
+                taken["latent"].to_numpy(),
+                taken["seq_id"].to_numpy(),
+                taken["start"].to_numpy(),
+            )
+        )
+        at = np.minimum(np.searchsorted(tk, wk), len(tk) - 1)
+        keep &= tk[at] != wk
+    idx = np.flatnonzero(keep)
+    idx = idx[~fires_in_window(ctx.nz_keys, geo, lat[idx], seq[idx], start[idx])]
+    idx = idx[np.lexsort((start[idx], seq[idx], order[idx], split[idx], lat[idx]))]
+    _, first = np.unique(wk[idx], return_index=True)  # first occurrence in this order
+    idx = idx[np.sort(first)]
+    group = lat[idx] * len(SPLITS) + split[idx]
+    if len(idx):
+        bounds = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        counts = np.diff(np.append(bounds, len(idx)))
+        rank = np.arange(len(idx)) - np.repeat(bounds, counts)
+        idx = idx[rank < need[split[idx]]]
+    df = cand[idx]
     return df.select(
         pl.col("latent").cast(pl.Int32),
-        pl.col("split_code")
-        .replace_strict(dict(enumerate(SPLITS)), return_dtype=pl.String)
-        .alias("split"),
+        pl.Series("split", np.array(SPLITS, dtype=object)[split[idx]], dtype=pl.String),
         pl.lit(source).alias("kind"),
         pl.lit(source).alias("sampler"),
         pl.lit(None, dtype=pl.Int8).alias("quantile"),

@@ -12,15 +12,20 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _mix_inplace(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place on a uint64 array (wrapping arithmetic)."""
+    tmp = np.empty_like(x)
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        np.right_shift(x, np.uint64(shift), out=tmp)
+        x ^= tmp
+        if mult is not None:
+            x *= mult
+    return x
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
-    x = x.copy()
-    x ^= x >> np.uint64(30)
-    x *= _M1
-    x ^= x >> np.uint64(27)
-    x *= _M2
-    x ^= x >> np.uint64(31)
-    return x
+    return _mix_inplace(np.array(x, dtype=np.uint64, copy=True))
 
 
 def hash64(*parts: np.ndarray | int) -> np.ndarray:
@@ -36,16 +41,23 @@ def hash64(*parts: np.ndarray | int) -> np.ndarray:
                 h = _mix(np.asarray([h ^ (np.uint64(int(p) & (2**64 - 1)) + _GOLD)]))[0]
             else:
                 arrays.append(np.asarray(p, dtype=np.int64))
-        arrays = np.broadcast_arrays(*arrays) if arrays else [np.zeros(())]
+        arrays = np.broadcast_arrays(*arrays) if arrays else [np.zeros((), dtype=np.int64)]
         out = np.full(arrays[0].shape, h, dtype=np.uint64)
         for a in arrays:
-            out = _mix(out ^ (a.astype(np.uint64) + _GOLD))
+            part = np.array(a, dtype=np.uint64, copy=True)  # safe to update in place
+            part += _GOLD
+            out ^= part
+            _mix_inplace(out)
     return out
 
 
 def uniform01(*parts: np.ndarray | int) -> np.ndarray:
     """Deterministic floats in [0, 1) from a hash of the parts."""
-    return (hash64(*parts) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    h = hash64(*parts)
+    h >>= np.uint64(11)
+    out = h.astype(np.float64)
+    out *= 1.0 / (1 << 53)
+    return out
 
 
 def draw_index(n: np.ndarray | int, *parts: np.ndarray | int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from autointerp.sampling.config import SPLITS
 from autointerp.sampling.windows import Geometry, window_activations, window_tokens
@@ -41,9 +42,13 @@ def normalise(acts: np.ndarray, latent_max: np.ndarray) -> np.ndarray:
 
 
 def _list_series(name: str, arr: np.ndarray, inner: pl.DataType) -> pl.Series:
+    """``[n, w]`` array -> list column, built from flat values and offsets (no Python lists)."""
     if len(arr) == 0:
         return pl.Series(name, [], dtype=pl.List(inner))
-    return pl.Series(name, arr).cast(pl.List(inner))
+    n, w = arr.shape
+    offsets = pa.array(np.arange(0, (n + 1) * w, w, dtype=np.int64))
+    lists = pa.LargeListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(arr).reshape(-1)))
+    return pl.Series(name, lists).cast(pl.List(inner))
 
 
 def assemble(

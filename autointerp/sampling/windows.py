@@ -79,11 +79,18 @@ def _run_starts(*keys: np.ndarray) -> np.ndarray:
 def _group_max(
     value: np.ndarray, pos: np.ndarray, starts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    gmax = np.maximum.reduceat(value, starts)
-    counts = np.diff(np.append(starts, len(value)))
-    is_max = value == np.repeat(gmax, counts)
-    first = np.minimum.reduceat(np.where(is_max, np.arange(len(value)), len(value)), starts)
-    return gmax, pos[first]
+    """Max value of each run and its position (the smallest on ties: rows are pos-sorted).
+
+    One ``maximum.reduceat`` over ``value bits << 16 | (0xFFFF - pos)``: positive float32
+    bits order like the floats, so the packed max is the max value at its first position.
+    """
+    packed = value.astype(np.float32, copy=False).view(np.int32).astype(np.int64)
+    packed <<= 16
+    packed |= 0xFFFF - pos.astype(np.int64)
+    best = np.maximum.reduceat(packed, starts)
+    gmax = (best >> 16).astype(np.int32).view(np.float32)
+    peak = (0xFFFF - (best & 0xFFFF)).astype(np.int32)
+    return gmax, peak
 
 
 def candidate_windows(nz: Nonzeros, geo: Geometry) -> Candidates:
