@@ -73,6 +73,9 @@ class CacheConfig(StrictModel):
     shard_latents: int | None = Field(
         None, gt=0, description="latents per output shard; default sized from n_tokens"
     )
+    shard_target_rows: int = Field(
+        2_000_000, gt=0, description="nonzeros per output shard aimed at when sizing shards"
+    )
     exclude_bos: bool = True
 
     @field_validator("hookpoints")
