@@ -226,3 +226,42 @@ def llm(
         err=True,
         fg=typer.colors.BRIGHT_BLACK,
     )
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    run_dir: Path = typer.Option(Path("results/demo"), "--run-dir", help="run directory"),
+    n_tokens: int = typer.Option(262_144, "--n-tokens", help="tokens of stdlib text to cache"),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="hide progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the pipeline on the bundled demo model + SAE over the Python standard library's source.
+
+    Offline and resumable: rerunning continues where a killed run stopped.
+    """
+    from transformers import AutoTokenizer
+
+    from autointerp.cache import cache_activations
+    from autointerp.preview import preview_latents
+    from autointerp.sampling.build import build_examples
+
+    _setup_logging(verbose)
+    cfg = resolve_config(
+        None, {"run_dir": str(run_dir), "cache.n_tokens": n_tokens, "subject.device": device}
+    )
+    try:
+        cache_activations(cfg, progress=not no_progress)
+        paths = build_examples(run_dir, cfg, progress=not no_progress)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail(_one_line(exc))
+        return
+    tokenizer = AutoTokenizer.from_pretrained(cfg.subject.model, local_files_only=True)
+    for path in paths:
+        typer.echo(f"\nexamples: {path}")
+        for line in preview_latents(path, tokenizer):
+            typer.echo(line)
+    typer.echo(f"\nrun directory: {run_dir}")
