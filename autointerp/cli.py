@@ -103,8 +103,14 @@ def cache(
         },
     )
     errors = (
-        CacheError, CoderLoadError, CoderShapeError, DatasetError, UnknownHookpointError,
-        SubjectLoadError, FileNotFoundError, ValueError,
+        CacheError,
+        CoderLoadError,
+        CoderShapeError,
+        DatasetError,
+        UnknownHookpointError,
+        SubjectLoadError,
+        FileNotFoundError,
+        ValueError,
     )
     try:
         folders = cache_activations(cfg, progress=not no_progress)
@@ -163,8 +169,12 @@ def sample(
     try:
         subset = parse_latents(latents)
         paths = build_examples(
-            run_dir, cfg, hookpoints=hookpoint or None, latents=subset,
-            overwrite=overwrite, progress=not no_progress,
+            run_dir,
+            cfg,
+            hookpoints=hookpoint or None,
+            latents=subset,
+            overwrite=overwrite,
+            progress=not no_progress,
         )
     except (FileNotFoundError, ValueError, ImportError) as exc:
         fail(_one_line(exc))

@@ -112,8 +112,10 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Build a RunConfig from an optional YAML file and dotted overrides (``cache.n_tokens``)."""
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Build a RunConfig from a YAML file (optional) and dotted overrides (``cache.n_tokens``)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from autointerp.sampling.windows import Geometry, candidate_windows
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+MAX_WORKERS = 2  # shards processed at once (threads)
 
 
 def resolve_sample_config(run_dir: Path, config: Any) -> tuple[SampleConfig, int]:
@@ -167,27 +170,41 @@ def _run(
         neighbours = decoder_neighbours(dec, live_todo, cfg.n_neighbours, cfg.neighbour_chunk)
         topw = top_windows(cache, geo, cfg.neighbour_windows, store.parts)
     shards = [(a, b) for a, b in cache.shards if np.any((todo >= a) & (todo < b))]
+
+    def work(shard: tuple[int, int]) -> tuple[Path, int]:
+        a, b = shard
+        lat = todo[(todo >= a) & (todo < b)]
+        df = _shard(
+            cache,
+            geo,
+            cfg,
+            seed,
+            lat,
+            n_active,
+            latent_max,
+            tokens,
+            split_of_seq,
+            index,
+            emb,
+            neighbours,
+            topw,
+        )
+        return store.write_part(df), len(lat)
+
+    # numpy, pyarrow and polars release the GIL in their heavy loops: shards in threads
+    n_workers = 1 if emb is not None else min(MAX_WORKERS, os.cpu_count() or 1, len(shards))
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"examples {cache.hookpoint}", total=len(todo))
-        for a, b in shards:
-            lat = todo[(todo >= a) & (todo < b)]
-            df = _shard(
-                cache,
-                geo,
-                cfg,
-                seed,
-                lat,
-                n_active,
-                latent_max,
-                tokens,
-                split_of_seq,
-                index,
-                emb,
-                neighbours,
-                topw,
-            )
-            store.write_part(df)
-            bar.advance(task, len(lat))
+        streaming = not store.part_files()  # this run writes every part: merge as they come
+        try:
+            with ThreadPoolExecutor(max(1, n_workers)) as pool:
+                for part, n_done in pool.map(work, shards):
+                    if streaming:
+                        store.stream(part)
+                    bar.advance(task, n_done)
+        except BaseException:
+            store.close_stream()
+            raise
 
 
 def _shard(

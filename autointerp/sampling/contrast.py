@@ -166,6 +166,17 @@ class TokenIndex:
         self.idf = np.log((flat.size + 1) / (counts + 1.0))
 
 
+def _top_candidates(group: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    """Indices of a superset of every group's top ``n`` scores (``group`` sorted): those at
+    >= half their group's best score, or the whole group when that leaves fewer than ``n``."""
+    if len(group) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts, counts = _starts_counts(group)
+    strong = score >= np.repeat(np.maximum.reduceat(score, starts) * 0.5, counts)
+    few = np.add.reduceat(strong.astype(np.int64), starts) < n
+    return np.flatnonzero(strong | np.repeat(few, counts))
+
+
 def characteristic_tokens(
     tokens: np.ndarray,
     index: TokenIndex,
@@ -174,16 +185,18 @@ def characteristic_tokens(
     pos: np.ndarray,
     value: np.ndarray,
     n_tokens: int,
-    max_bins: int = 1 << 23,
+    max_bins: int = 1 << 18,
 ) -> pl.DataFrame:
     """Top ``n_tokens`` tokens per latent by activation-weighted count x idf at its firing
     positions (ties to the lower token id): columns latent, token, token_rank.
 
-    A weighted bincount over (latent, token), in latent blocks of at most ``max_bins`` bins;
+    A weighted bincount over (latent, token), in latent blocks of at most ``max_bins`` bins
+    (small enough to stay in cache; at least one latent per block);
     only the pairs that occur are sorted.
     """
     vocab = len(index.idf)
-    tok = tokens[seq, pos].astype(np.int64)
+    flat = seq.astype(np.int64) * tokens.shape[1] + pos
+    tok = np.take(tokens.reshape(-1), flat).astype(np.int64)
     lats = np.unique(latent)
     frames = []
     per_block = max(1, max_bins // vocab)
@@ -198,7 +211,8 @@ def characteristic_tokens(
         nzw = np.flatnonzero(w)  # only (latent, token) pairs that occur
         blk, tk = nzw // vocab, nzw % vocab
         score = w[nzw] * index.idf[tk]
-        order = np.lexsort((tk, -score, blk))
+        sub = _top_candidates(blk, score, n_tokens)
+        order = sub[np.lexsort((tk[sub], -score[sub], blk[sub]))]
         blk, tk, score = blk[order], tk[order], score[order]
         rank = np.arange(len(blk)) - np.repeat(*_starts_counts(blk))
         keep = (rank < n_tokens) & (score > 0)

@@ -4,6 +4,8 @@ of every latent's top activating windows that neighbour contrast windows come fr
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import polars as pl
 import torch
 
 from autointerp.sampling.activating import rank_in_runs, run_starts
-from autointerp.sampling.cachefiles import CacheFiles
+from autointerp.sampling.cachefiles import CacheFiles, Nonzeros
 from autointerp.sampling.windows import Candidates, Geometry, candidate_windows
 
 log = logging.getLogger(__name__)
@@ -80,16 +82,51 @@ def load_decoder(cache: CacheFiles) -> torch.Tensor:
     return rows
 
 
-def _top_superset(c: Candidates, n: int) -> np.ndarray:
-    """Indices (sorted) of a subset of candidates holding every latent's top ``n``: those at
-    >= half their latent's max, or all of a latent's when that leaves fewer than ``n``."""
-    starts = run_starts(c.latent)
-    counts = np.diff(np.append(starts, len(c)))
-    half = np.repeat(np.maximum.reduceat(c.max, starts) * 0.5, counts)
-    keep = c.max >= half
-    kept = np.add.reduceat(keep.astype(np.int64), starts)
-    keep |= np.repeat(kept < n, counts)
-    return np.flatnonzero(keep)
+def _strong(nz: Nonzeros) -> np.ndarray:
+    """Mask of the nonzeros at >= half their latent's max (a window's max is >= half the
+    latent's max exactly when it holds such a nonzero; its max and peak come from them)."""
+    starts = run_starts(nz.latent)
+    counts = np.diff(np.append(starts, len(nz)))
+    half = np.maximum.reduceat(nz.value, starts) * np.float32(0.5)
+    return nz.value >= np.repeat(half, counts)
+
+
+def _ranked(c: Candidates, n: int) -> pl.DataFrame:
+    """Top ``n`` of ``c`` per latent by max desc (stable: ties keep (seq_id, start) order)."""
+    key = (c.latent.astype(np.uint64) << np.uint64(32)) | (
+        np.uint64(0xFFFFFFFF) - c.max.view(np.uint32).astype(np.uint64)
+    )
+    order = np.argsort(key, kind="stable")
+    rank = rank_in_runs(c.latent[order])
+    keep = order[rank < n]
+    return pl.DataFrame(
+        {
+            "latent": c.latent[keep],
+            "seq_id": c.seq_id[keep],
+            "start": c.start[keep],
+            "win_rank": rank[rank < n].astype(np.int32),
+        }
+    )
+
+
+def shard_top_windows(cache: CacheFiles, geo: Geometry, n: int, a: int, b: int) -> pl.DataFrame:
+    """Top ``n`` windows of every latent of the cache shard ``[a, b)``.
+
+    Windows are built from the strong nonzeros only; latents with fewer than ``n`` strong
+    windows get all their windows from every nonzero.
+    """
+    nz = cache.read_shard(a, b)
+    if len(nz) == 0:
+        return _ranked(candidate_windows(nz, geo), n)
+    c = candidate_windows(nz.subset(_strong(nz)), geo)
+    lats, counts = np.unique(c.latent, return_counts=True)
+    enough = np.zeros(b - a, dtype=bool)
+    enough[lats[counts >= n] - a] = True
+    weak = ~enough[nz.latent - a]
+    frames = [_ranked(c.take(np.flatnonzero(enough[c.latent - a])), n)]
+    if weak.any():
+        frames.append(_ranked(candidate_windows(nz.subset(weak), geo), n))
+    return pl.concat(frames).sort("latent", "win_rank")
 
 
 def top_windows(cache: CacheFiles, geo: Geometry, n: int, work: Path | None) -> pl.DataFrame:
@@ -102,28 +139,9 @@ def top_windows(cache: CacheFiles, geo: Geometry, n: int, work: Path | None) -> 
         path = work / f"_top_windows-{geo.placement}-{geo.window_len}-{geo.offset}-{n}.parquet"
         if path.is_file():
             return pl.read_parquet(path)
-    frames = []
-    for start, end in cache.shards:
-        c = candidate_windows(cache.read_shard(start, end), geo)
-        if len(c) == 0:
-            continue
-        sub = _top_superset(c, n)
-        key = (c.latent[sub].astype(np.uint64) << np.uint64(32)) | (
-            np.uint64(0xFFFFFFFF) - c.max[sub].view(np.uint32).astype(np.uint64)
-        )
-        order = sub[np.argsort(key, kind="stable")]
-        rank = rank_in_runs(c.latent[order])
-        keep = order[rank < n]
-        frames.append(
-            pl.DataFrame(
-                {
-                    "latent": c.latent[keep],
-                    "seq_id": c.seq_id[keep],
-                    "start": c.start[keep],
-                    "win_rank": rank[rank < n].astype(np.int32),
-                }
-            )
-        )
+    n_workers = max(1, min(2, os.cpu_count() or 1))
+    with ThreadPoolExecutor(n_workers) as pool:
+        frames = list(pool.map(lambda s: shard_top_windows(cache, geo, n, *s), cache.shards))
     out = (
         pl.concat(frames)
         if frames

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autointerp.sampling.schema import SCHEMA
@@ -27,6 +28,9 @@ class ExampleStore:
         self.final = Path(run_dir) / "examples" / f"{dirname}.parquet"
         self.sidecar = Path(run_dir) / "examples" / f"{dirname}.json"
         self.state = self.parts / "state.json"
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._streamed: list[Path] = []
 
     def open(self, config_hash: str, overwrite: bool) -> None:
         """Create the parts folder, or check that existing parts were built by this config."""
@@ -69,10 +73,34 @@ class ExampleStore:
         tmp.replace(path)
         return path
 
+    def stream(self, part: Path) -> None:
+        """Append a part just written to the final file under construction, while later parts
+        are still being built. Only for a run that writes every part, in latent order."""
+        if self._writer is None:
+            self._schema = pq.read_schema(part)
+            self._writer = pq.ParquetWriter(self._tmp(), self._schema, compression="zstd")
+        self._writer.write_table(pq.read_table(part, schema=self._schema))
+        self._streamed.append(part)
+
+    def close_stream(self) -> bool:
+        """Close the streamed final file; True when it holds exactly the current parts."""
+        if self._writer is None:
+            return False
+        self._writer.close()
+        self._writer, streamed, self._streamed = None, self._streamed, []
+        return streamed == self.part_files()
+
+    def _tmp(self) -> Path:
+        return self.final.with_name(self.final.name + ".tmp")
+
     def finalize(self, info: dict) -> Path:
         """Merge all parts into ``examples/<hookpoint>.parquet`` (sorted by latent)."""
+        tmp = self._tmp()
+        if self.close_stream():  # this run streamed every part already
+            tmp.replace(self.final)
+            self.sidecar.write_text(json.dumps(info, indent=2, sort_keys=True))
+            return self.final
         files = self.part_files()
-        tmp = self.final.with_name(self.final.name + ".tmp")
         ranges = [tuple(int(g) for g in _PART.search(p.name).groups()[:2]) for p in files]
         disjoint = all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
         if not files:
