@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.config import DatasetConfig
-from autointerp.data.stdlib import stdlib_files
+from autointerp.data.stdlib import stdlib_texts
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,7 @@ def _stdlib_texts(cfg: DatasetConfig) -> Iterator[str]:
             f"split {cfg.split!r} does not exist for the stdlib dataset; use train, validation "
             "or all"
         )
-    files = stdlib_files(cfg.split)  # type: ignore[arg-type]
-    if cfg.shuffle_seed is not None:
-        random.Random(cfg.shuffle_seed).shuffle(files)
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if text.strip():
-            yield text
+    yield from stdlib_texts(cfg.split, cfg.shuffle_seed)  # type: ignore[arg-type]
 
 
 def _file_texts(path: Path, column: str) -> Iterator[str]:

@@ -7,6 +7,7 @@ and split deterministically into train and validation by a hash of their relativ
 from __future__ import annotations
 
 import hashlib
+import random
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +39,13 @@ def stdlib_files(split: Split = "train", validation_fraction: float = 0.05) -> l
     return files
 
 
-def stdlib_texts(split: Split = "train") -> Iterator[str]:
-    """Yield the text of each standard-library source file of ``split``, in a fixed order."""
-    for path in stdlib_files(split):
+def stdlib_texts(split: Split = "train", shuffle_seed: int | None = None) -> Iterator[str]:
+    """Yield the text of each standard-library source file of ``split``: sorted, or shuffled
+    with ``shuffle_seed``."""
+    files = stdlib_files(split)
+    if shuffle_seed is not None:
+        random.Random(shuffle_seed).shuffle(files)
+    for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
