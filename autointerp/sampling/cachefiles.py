@@ -1,4 +1,8 @@
-"""Read an activation cache (docs/formats.md) straight from its files, as numpy arrays."""
+"""The activation cache as numpy arrays, for the sampling hot path.
+
+Files, meta and completeness checks come from the cache stage's own ``ActivationCache``; this
+module adds a column-wise numpy read of one shard.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from autointerp.cache.layout import hookpoint_dirname
+from autointerp.cache.reader import ActivationCache
 
-def hookpoint_dirname(hookpoint: str) -> str:
-    """Folder name of a hookpoint: ``a.b:input`` is stored as ``a.b@input``."""
-    return hookpoint.replace(":", "@")
+__all__ = ["CacheFiles", "Nonzeros", "find_hookpoints", "hookpoint_dirname"]
 
 
 @dataclass(frozen=True)
@@ -41,41 +45,39 @@ class CacheFiles:
 
     def __init__(self, cache_dir: Path) -> None:
         self.dir = Path(cache_dir)
-        meta_path = self.dir / "meta.json"
-        if not meta_path.is_file():
+        if not (self.dir / "meta.json").is_file():
             raise FileNotFoundError(
-                f"{meta_path} is missing: the cache at {self.dir} is not complete; "
+                f"{self.dir / 'meta.json'} is missing: the cache at {self.dir} is not complete; "
                 "run `autointerp cache` first"
             )
-        self.meta: dict = json.loads(meta_path.read_text())
-        self.hookpoint: str = self.meta["hookpoint"]
-        self.n_latents: int = int(self.meta["n_latents"])
+        hookpoint = json.loads((self.dir / "meta.json").read_text())["hookpoint"]
+        self.reader = ActivationCache(self.dir.parent.parent, hookpoint)
+        self.meta: dict = self.reader.meta
+        self.hookpoint: str = hookpoint
+        self.n_latents: int = self.reader.n_latents
         self.ctx_len: int = int(self.meta["ctx_len"])
         self.n_seqs: int = int(self.meta["n_seqs"])
-        self.shards: list[tuple[int, int]] = [(int(a), int(b)) for a, b in self.meta["shards"]]
+        self.shards: list[tuple[int, int]] = self.reader.shards
         self._tokens: np.ndarray | None = None
         self._stats: pl.DataFrame | None = None
 
     def shard_path(self, start: int, end: int) -> Path:
-        return self.dir / "activations" / f"part-{start:07d}-{end:07d}.parquet"
+        return self.reader.layout.part(start, end)
 
     @property
     def tokens(self) -> np.ndarray:
         """Token ids, ``[n_seqs, ctx_len]`` int32 (row = seq_id)."""
         if self._tokens is None:
-            table = pq.read_table(self.dir / "tokens.parquet", columns=["seq_id", "tokens"])
-            seq = table.column("seq_id").to_numpy()
-            if len(seq) != self.n_seqs or not np.array_equal(seq, np.arange(self.n_seqs)):
-                raise ValueError(f"{self.dir}/tokens.parquet: seq_id must be 0..n_seqs-1 in order")
-            flat = table.column("tokens").combine_chunks().flatten().to_numpy()
-            self._tokens = flat.astype(np.int32, copy=False).reshape(self.n_seqs, self.ctx_len)
+            self._tokens = self.reader.tokens()
+            if len(self._tokens) != self.n_seqs:
+                raise ValueError(f"{self.dir}/tokens.parquet: expected {self.n_seqs} windows")
         return self._tokens
 
     @property
     def stats(self) -> pl.DataFrame:
         """latent_stats.parquet, sorted by latent."""
         if self._stats is None:
-            self._stats = pl.read_parquet(self.dir / "latent_stats.parquet").sort("latent")
+            self._stats = self.reader.stats().sort("latent")
         return self._stats
 
     def read_shard(self, start: int, end: int, latents: np.ndarray | None = None) -> Nonzeros:
