@@ -52,6 +52,7 @@ async def bench(args: argparse.Namespace, port: int, run_dir: str) -> dict[str, 
         api_key_env="BENCH_FAKE_KEY",
         concurrency=args.concurrency,
         cache=not args.no_cache,
+        http_client=args.http_client,
     )
     requests = [
         LLMRequest(messages=[ChatMessage(role="user", content=f"request {i}: explain latent")])
@@ -74,6 +75,7 @@ async def bench(args: argparse.Namespace, port: int, run_dir: str) -> dict[str, 
         "latency_s": args.latency,
         "errors": sum(not r.ok for r in results),
         "cache": not args.no_cache,
+        "http_client": args.http_client,
         "seconds": round(seconds, 3),
         "ideal_seconds": round(ideal, 3),
         "efficiency": round(ideal / seconds, 4),
@@ -102,6 +104,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--no-cache", action="store_true", help="bench without the SQLite cache")
+    parser.add_argument("--http-client", choices=["auto", "aiohttp", "httpx"], default="auto")
     parser.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -9,15 +9,15 @@ every error message this module produces.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import time
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import openai
-from openai.types import Completion
-from openai.types.chat import ChatCompletion
 
 from autointerp.llm.base import Backend, FatalError, RetryableError
 from autointerp.llm.config import OPENROUTER_URL, LLMConfig
@@ -31,7 +31,6 @@ for _name in ("httpx2", "httpx"):
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "openrouter": "OPENROUTER_API_KEY"}
 RETRY_STATUS = {408, 409, 425, 429}
-T = TypeVar("T")
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -112,14 +111,23 @@ class OpenAIBackend(Backend):
             raise RetryableError(f"malformed response: {self.redact(str(e))[:200]}") from e
         return raw
 
-    async def _post(self, path: str, body: dict[str, Any], cast_to: type[T]) -> T:
-        """POST through the openai client's public low-level ``post``: same auth, errors and
-        response models as ``chat.completions.create``, without its per-call TypedDict
-        transform of the body (the main CPU cost at hundreds of requests per second; our
-        body is plain JSON already)."""
-        return await self._client.post(
-            path, cast_to=cast_to, body=body, options={"security": {"bearer_auth": True}}
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST through the openai client's public low-level ``post``: same auth, headers and
+        error types (``APIStatusError`` and friends) as ``chat.completions.create``, but the
+        raw ``httpx2.Response`` comes back and its JSON is read here straight into our types.
+        That skips the SDK's per-call TypedDict transform of the body and its recursive
+        ``construct_type`` of the response models: the main CPU costs at hundreds of
+        requests per second."""
+        raw = await self._client.post(
+            path,
+            cast_to=httpx2.Response,
+            body=body,
+            options={"security": {"bearer_auth": True}},
         )
+        data = json.loads(raw.content)
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        return data
 
     def _extra_body(self, request: LLMRequest) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -131,53 +139,57 @@ class OpenAIBackend(Backend):
 
     async def _chat(self, request: LLMRequest) -> LLMResponse:
         s = request.sampling
-        kwargs: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages or []],
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if request.json_schema is not None:
-            kwargs["response_format"] = {
+            body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
             }
         if request.logprobs is not None:
-            kwargs["logprobs"] = True
-            kwargs["top_logprobs"] = request.logprobs
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
         if s.seed is not None:
-            kwargs["seed"] = s.seed
+            body["seed"] = s.seed
         if s.stop:
-            kwargs["stop"] = s.stop
-        body = {
-            "model": self.model,
-            "messages": [m.model_dump() for m in request.messages or []],
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-            **kwargs,
-            **self._extra_body(request),
-        }
-        resp = await self._post("/chat/completions", body, ChatCompletion)
-        if not resp.choices:
+            body["stop"] = s.stop
+        body.update(self._extra_body(request))
+        data = await self._post("/chat/completions", body)
+        return _malformed_to_value_error(self._parse_chat, data, request)
+
+    def _parse_chat(self, data: dict[str, Any], request: LLMRequest) -> LLMResponse:
+        choices = data.get("choices")
+        if not choices:
             raise ValueError("response has no choices")
-        choice = resp.choices[0]
-        out = LLMResponse(
-            text=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            backend=self.name,
-            model=self.model,
-        )
-        if request.logprobs is not None and choice.logprobs and choice.logprobs.content:
+        choice = choices[0]
+        message = choice.get("message") or {}
+        out = _response(message.get("content") or "", choice.get("finish_reason"), self)
+        lp = choice.get("logprobs")
+        if request.logprobs is not None and lp and lp.get("content"):
             out.logprobs = [
-                TokenLogprob(
-                    token=t.token,
-                    logprob=t.logprob,
-                    top=[TopLogprob(token=a.token, logprob=a.logprob) for a in t.top_logprobs],
+                TokenLogprob.model_construct(
+                    token=t["token"],
+                    logprob=_float_or_none(t.get("logprob")),
+                    token_id=None,
+                    top=[
+                        TopLogprob.model_construct(
+                            token=a["token"], logprob=float(a["logprob"]), token_id=None
+                        )
+                        for a in t.get("top_logprobs") or []
+                    ],
                 )
-                for t in choice.logprobs.content
+                for t in lp["content"]
             ]
-        extra = resp.model_extra or {}
         if request.prompt_logprobs is not None:
             out.prompt_logprobs = _vllm_prompt_logprobs(
-                extra.get("prompt_logprobs"), extra.get("prompt_token_ids")
+                data.get("prompt_logprobs"), data.get("prompt_token_ids")
             )
-        _usage(out, resp.usage)
+        _usage(out, data.get("usage"))
         return out
 
     async def _completion(self, request: LLMRequest) -> LLMResponse:
@@ -199,33 +211,36 @@ class OpenAIBackend(Backend):
             body["stop"] = s.stop
         if s.seed is not None:
             body["seed"] = s.seed
-        resp = await self._post("/completions", body, Completion)
-        if not resp.choices:
+        data = await self._post("/completions", body)
+        return _malformed_to_value_error(self._parse_completion, data, request)
+
+    def _parse_completion(self, data: dict[str, Any], request: LLMRequest) -> LLMResponse:
+        choices = data.get("choices")
+        if not choices:
             raise ValueError("response has no choices")
-        choice = resp.choices[0]
-        out = LLMResponse(
-            text=choice.text or "",
-            finish_reason=choice.finish_reason,
-            backend=self.name,
-            model=self.model,
-        )
-        lp = choice.logprobs
-        if request.logprobs is not None and lp and lp.tokens:
-            tops = lp.top_logprobs or [{}] * len(lp.tokens)
+        choice = choices[0]
+        out = _response(choice.get("text") or "", choice.get("finish_reason"), self)
+        lp = choice.get("logprobs")
+        if request.logprobs is not None and lp and lp.get("tokens"):
+            tokens = lp["tokens"]
+            tops = lp.get("top_logprobs") or [{}] * len(tokens)
             out.logprobs = [
-                TokenLogprob(
+                TokenLogprob.model_construct(
                     token=tok,
-                    logprob=lp_ if lp_ is not None else None,
-                    top=[TopLogprob(token=k, logprob=v) for k, v in (top or {}).items()],
+                    logprob=_float_or_none(lp_),
+                    token_id=None,
+                    top=[
+                        TopLogprob.model_construct(token=k, logprob=float(v), token_id=None)
+                        for k, v in (top or {}).items()
+                    ],
                 )
-                for tok, lp_, top in zip(lp.tokens, lp.token_logprobs or [], tops, strict=False)
+                for tok, lp_, top in zip(tokens, lp.get("token_logprobs") or [], tops, strict=False)
             ]
         if request.prompt_logprobs is not None:
-            cx = choice.model_extra or {}
             out.prompt_logprobs = _vllm_prompt_logprobs(
-                cx.get("prompt_logprobs"), cx.get("prompt_token_ids")
+                choice.get("prompt_logprobs"), choice.get("prompt_token_ids")
             )
-        _usage(out, resp.usage)
+        _usage(out, data.get("usage"))
         return out
 
     async def aclose(self) -> None:
@@ -244,10 +259,38 @@ def _http_client(kind: str) -> type[httpx2.AsyncClient]:
     return openai.DefaultAioHttpClient
 
 
-def _usage(out: LLMResponse, usage: Any) -> None:
-    if usage is not None:
-        out.prompt_tokens = int(usage.prompt_tokens or 0)
-        out.completion_tokens = int(usage.completion_tokens or 0)
+def _response(text: str, finish_reason: str | None, backend: OpenAIBackend) -> LLMResponse:
+    """An LLMResponse built without validation (every field is set to a valid value)."""
+    return LLMResponse.model_construct(
+        text=text,
+        finish_reason=finish_reason,
+        backend=backend.name,
+        model=backend.model,
+        metadata={},
+    )
+
+
+def _malformed_to_value_error(
+    parse: Callable[[dict[str, Any], LLMRequest], LLMResponse],
+    data: dict[str, Any],
+    request: LLMRequest,
+) -> LLMResponse:
+    """Run ``parse``; a response of the wrong shape becomes a ValueError (a malformed
+    response, retried) rather than an unexpected backend error."""
+    try:
+        return parse(data, request)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"unexpected response shape ({type(e).__name__}: {e})") from e
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _usage(out: LLMResponse, usage: dict[str, Any] | None) -> None:
+    if usage:
+        out.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        out.completion_tokens = int(usage.get("completion_tokens") or 0)
 
 
 def _vllm_prompt_logprobs(
