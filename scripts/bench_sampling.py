@@ -51,26 +51,42 @@ def synthetic_cache(root: Path, n_tokens: int, n_latents: int, k: int, ctx_len: 
         s = slice(bounds[i], bounds[i + 1])
         pl.DataFrame(
             {
-                "latent": lat[s].astype(np.int32), "seq_id": (flat[s] // ctx_len).astype(np.int32),
-                "pos": (flat[s] % ctx_len).astype(np.int16), "value": value[s],
+                "latent": lat[s].astype(np.int32),
+                "seq_id": (flat[s] // ctx_len).astype(np.int32),
+                "pos": (flat[s] % ctx_len).astype(np.int16),
+                "value": value[s],
             }
         ).write_parquet(root / "activations" / f"part-{a:07d}-{b:07d}.parquet", compression="zstd")
         shards.append([a, b])
     stats = (
         pl.DataFrame({"latent": lat.astype(np.int32), "value": value})
         .group_by("latent")
-        .agg(n_active=pl.len().cast(pl.Int64), max=pl.col("value").max(),
-             mean=pl.col("value").mean().cast(pl.Float32))
+        .agg(
+            n_active=pl.len().cast(pl.Int64),
+            max=pl.col("value").max(),
+            mean=pl.col("value").mean().cast(pl.Float32),
+        )
     )
     pl.DataFrame({"latent": np.arange(n_latents, dtype=np.int32)}).join(
         stats, on="latent", how="left"
     ).with_columns(pl.col("n_active").fill_null(0)).write_parquet(root / "latent_stats.parquet")
     meta = {
-        "format_version": 1, "hookpoint": DEMO_HOOKPOINT, "capture": "output",
-        "model": "synthetic", "coder": "", "coder_format": "synthetic", "n_latents": n_latents,
-        "d_in": 256, "ctx_len": ctx_len, "n_seqs": n_seqs, "n_tokens": n_seqs * ctx_len,
-        "n_tokens_counted": n_seqs * (ctx_len - 1), "exclude_bos": True, "bos_token_id": 0,
-        "shards": shards, "config_hash": "synthetic",
+        "format_version": 1,
+        "hookpoint": DEMO_HOOKPOINT,
+        "capture": "output",
+        "model": "synthetic",
+        "coder": "",
+        "coder_format": "synthetic",
+        "n_latents": n_latents,
+        "d_in": 256,
+        "ctx_len": ctx_len,
+        "n_seqs": n_seqs,
+        "n_tokens": n_seqs * ctx_len,
+        "n_tokens_counted": n_seqs * (ctx_len - 1),
+        "exclude_bos": True,
+        "bos_token_id": 0,
+        "shards": shards,
+        "config_hash": "synthetic",
     }
     (root / "meta.json").write_text(json.dumps(meta))
 
@@ -115,11 +131,18 @@ def main() -> None:
     df = pl.read_parquet(path, columns=["latent", "kind"])
     live = df.filter(pl.col("kind") == "activating")["latent"].n_unique()
     result = {
-        "cache": kind, "n_latents": cache.n_latents, "n_latents_with_examples": live,
-        "n_tokens": int(cache.meta["n_tokens"]), "n_nonzeros": n_rows, "rows": df.height,
-        "seconds": round(seconds, 3), "latents_per_s": round(cache.n_latents / seconds, 1),
-        "scan_seconds": round(scan, 3), "ratio_to_scan": round(seconds / scan, 2),
-        "threads": torch.get_num_threads(), "polars_threads": pl.thread_pool_size(),
+        "cache": kind,
+        "n_latents": cache.n_latents,
+        "n_latents_with_examples": live,
+        "n_tokens": int(cache.meta["n_tokens"]),
+        "n_nonzeros": n_rows,
+        "rows": df.height,
+        "seconds": round(seconds, 3),
+        "latents_per_s": round(cache.n_latents / seconds, 1),
+        "scan_seconds": round(scan, 3),
+        "ratio_to_scan": round(seconds / scan, 2),
+        "threads": torch.get_num_threads(),
+        "polars_threads": pl.thread_pool_size(),
     }
     print(json.dumps(result))
 

@@ -17,8 +17,16 @@ QUANTILES = (10, 25, 50, 75, 90, 99)
 
 
 def write_nonzeros(
-    run_dir: Path, hookpoint: str, tokens: np.ndarray, latent: np.ndarray, seq: np.ndarray,
-    pos: np.ndarray, value: np.ndarray, n_latents: int, shard: int = 16, coder: str = "",
+    run_dir: Path,
+    hookpoint: str,
+    tokens: np.ndarray,
+    latent: np.ndarray,
+    seq: np.ndarray,
+    pos: np.ndarray,
+    value: np.ndarray,
+    n_latents: int,
+    shard: int = 16,
+    coder: str = "",
 ) -> Path:
     """Write a cache from sparse nonzeros (any order; values > 0)."""
     n_seqs, ctx_len = tokens.shape
@@ -60,18 +68,32 @@ def write_nonzeros(
     )
     stats.write_parquet(root / "latent_stats.parquet")
     meta = {
-        "format_version": 1, "hookpoint": hookpoint, "capture": "output", "model": "synthetic",
-        "coder": coder, "coder_format": "synthetic", "n_latents": n_latents, "d_in": 8,
-        "ctx_len": ctx_len, "n_seqs": n_seqs, "n_tokens": n_seqs * ctx_len,
-        "n_tokens_counted": counted, "exclude_bos": True, "bos_token_id": 0,
-        "shards": shards, "config_hash": "synthetic",
+        "format_version": 1,
+        "hookpoint": hookpoint,
+        "capture": "output",
+        "model": "synthetic",
+        "coder": coder,
+        "coder_format": "synthetic",
+        "n_latents": n_latents,
+        "d_in": 8,
+        "ctx_len": ctx_len,
+        "n_seqs": n_seqs,
+        "n_tokens": n_seqs * ctx_len,
+        "n_tokens_counted": counted,
+        "exclude_bos": True,
+        "bos_token_id": 0,
+        "shards": shards,
+        "config_hash": "synthetic",
     }
     (root / "meta.json").write_text(json.dumps(meta))
     return root
 
 
 def write_cache(
-    run_dir: Path, tokens: np.ndarray, dense: np.ndarray, hookpoint: str = "model.layers.1",
+    run_dir: Path,
+    tokens: np.ndarray,
+    dense: np.ndarray,
+    hookpoint: str = "model.layers.1",
     shard: int = 16,
 ) -> Path:
     """Write a cache from dense activations ``[n_seqs, ctx_len, n_latents]``."""
@@ -82,8 +104,14 @@ def write_cache(
 
 
 def random_cache(
-    run_dir: Path, n_seqs: int = 200, ctx_len: int = 32, n_latents: int = 48, vocab: int = 50,
-    seed: int = 0, shard: int = 16, hookpoint: str = "model.layers.1",
+    run_dir: Path,
+    n_seqs: int = 200,
+    ctx_len: int = 32,
+    n_latents: int = 48,
+    vocab: int = 50,
+    seed: int = 0,
+    shard: int = 16,
+    hookpoint: str = "model.layers.1",
 ) -> tuple[np.ndarray, np.ndarray]:
     """A structured random cache; returns (tokens, dense).
 

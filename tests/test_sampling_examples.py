@@ -154,8 +154,12 @@ def test_similar_windows_hold_characteristic_tokens(built) -> None:
     idf = np.log((tokens.size + 1) / (counts + 1.0))
     top1 = []
     for lat, grp in sim.group_by("latent"):
-        weight = np.bincount(tokens.reshape(-1), weights=dense[..., lat[0]].reshape(-1),
-                             minlength=len(counts)) * idf
+        weight = (
+            np.bincount(
+                tokens.reshape(-1), weights=dense[..., lat[0]].reshape(-1), minlength=len(counts)
+            )
+            * idf
+        )
         order = np.lexsort((np.arange(len(weight)), -weight))
         char = set(order[:5][weight[order[:5]] > 0].tolist())
         for toks in grp["tokens"].to_list():
@@ -209,7 +213,10 @@ def test_seed_determinism_and_resume(tmp_path: Path) -> None:
     [pc] = build_examples(tmp_path / "c", cfg, decoder=dec, progress=False)
     assert pa.read_bytes() == pc.read_bytes()  # byte-identical for the same seed
     other = build_examples(
-        tmp_path / "c", cfg.model_copy(update={"seed": 4}), decoder=dec, overwrite=True,
+        tmp_path / "c",
+        cfg.model_copy(update={"seed": 4}),
+        decoder=dec,
+        overwrite=True,
         progress=False,
     )[0]
     assert not pl.read_parquet(other).equals(a)
@@ -246,8 +253,12 @@ def test_embedding_similar_windows(tmp_path: Path, tiny_model_dir: Path) -> None
     _, dense = random_cache(tmp_path, n_latents=8, n_seqs=40, vocab=min(vocab, 50))
     mix = SplitMix(topk=3, similar=4)
     cfg = SampleConfig(
-        seed=0, window_len=16, similar_embedding_model=str(tiny_model_dir),
-        train=mix, selection=mix, test=mix,
+        seed=0,
+        window_len=16,
+        similar_embedding_model=str(tiny_model_dir),
+        train=mix,
+        selection=mix,
+        test=mix,
     )
     [path] = build_examples(tmp_path, cfg, progress=False)
     sim = pl.read_parquet(path).filter(pl.col("kind") == "similar")

@@ -82,8 +82,14 @@ def test_property_windows_exact_and_contrast_silent(
     tokens, dense = random_cache(run, n_latents=10, n_seqs=30, ctx_len=12, seed=seed, shard=4)
     mix = SplitMix(topk=2, quantile=n_q * 2, uniform=2, random=2, similar=2, neighbour=2)
     cfg = SampleConfig(
-        seed=seed, window_len=window, placement=placement, n_quantiles=n_q, min_activations=3,
-        train=mix, selection=mix, test=mix,
+        seed=seed,
+        window_len=window,
+        placement=placement,
+        n_quantiles=n_q,
+        min_activations=3,
+        train=mix,
+        selection=mix,
+        test=mix,
     )
     dec = torch.randn(10, 4, generator=torch.Generator().manual_seed(seed))
     [path] = build_examples(run, cfg, decoder=dec, progress=False)
