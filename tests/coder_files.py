@@ -42,6 +42,16 @@ def _randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
     return torch.randn(*shape, generator=g) * scale
 
 
+def _affine(g: torch.Generator, d_in: int, n_latents: int) -> dict[str, torch.Tensor]:
+    """Random W_enc [d_in, n], b_enc [n], W_dec [n, d_in], b_dec [d_in] (in that draw order)."""
+    return {
+        "W_enc": _randn(g, d_in, n_latents, scale=d_in**-0.5),
+        "b_enc": _randn(g, n_latents, scale=0.1),
+        "W_dec": _randn(g, n_latents, d_in, scale=d_in**-0.5),
+        "b_dec": _randn(g, d_in, scale=0.1),
+    }
+
+
 def _topk_dense(acts: torch.Tensor, k: int) -> torch.Tensor:
     vals, idx = acts.topk(k, dim=-1)
     return torch.zeros_like(acts).scatter_(-1, idx, vals)
@@ -110,10 +120,7 @@ def write_sae_lens(
     folder.mkdir(parents=True, exist_ok=True)
     g = _gen(seed)
     w = {
-        "W_enc": _randn(g, d_in, n_latents, scale=d_in**-0.5),
-        "b_enc": _randn(g, n_latents, scale=0.1),
-        "W_dec": _randn(g, n_latents, d_in, scale=d_in**-0.5),
-        "b_dec": _randn(g, d_in, scale=0.1),
+        **_affine(g, d_in, n_latents),
     }
     threshold = torch.rand(n_latents, generator=g) * 0.3 + 0.01
     saved = dict(w)
@@ -169,10 +176,7 @@ def write_gemma_scope(
     folder.mkdir(parents=True, exist_ok=True)
     g = _gen(seed)
     w = {
-        "W_enc": _randn(g, d_in, n_latents, scale=d_in**-0.5),
-        "b_enc": _randn(g, n_latents, scale=0.1),
-        "W_dec": _randn(g, n_latents, d_in, scale=d_in**-0.5),
-        "b_dec": _randn(g, d_in, scale=0.1),
+        **_affine(g, d_in, n_latents),
         "threshold": torch.rand(n_latents, generator=g) * 0.3 + 0.01,
     }
     if use_safetensors:
@@ -226,10 +230,7 @@ def write_dictionary_learning(
         }
     elif dict_class == "JumpReluAutoEncoder":
         sd = {
-            "W_enc": _randn(g, d_in, n_latents, scale=d_in**-0.5),
-            "b_enc": _randn(g, n_latents, scale=0.1),
-            "W_dec": _randn(g, n_latents, d_in, scale=d_in**-0.5),
-            "b_dec": _randn(g, d_in, scale=0.1),
+            **_affine(g, d_in, n_latents),
             "threshold": torch.rand(n_latents, generator=g) * 0.3 + 0.01,
         }
     else:
