@@ -14,8 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from autointerp.explainers.config import ExplainConfig
 from autointerp.llm.config import LLMConfig
 from autointerp.sampling.config import SampleConfig
+from autointerp.scorers.config import ScoreConfig
 
 ASSETS = Path(__file__).parent / "assets" / "demo"
 DEMO_MODEL = str(ASSETS / "lm")
@@ -97,6 +99,8 @@ class RunConfig(StrictModel):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (what a stage's output depends on)."""

@@ -44,3 +44,22 @@ def preview_latents(
             window = render_window(tokenizer, row["tokens"], row["activations_norm"])
             lines.append(f"  [{row['max_activation']:.1f}] {window}")
     return lines
+
+
+def preview_explanations(path: Path, n: int = 8) -> list[str]:
+    """Lines showing the explanations of the ``n`` best-scored latents by detection (or the
+    first ``n`` when there are no scores yet)."""
+    expl = pl.read_parquet(path).filter(pl.col("selected") & (pl.col("status") == "ok"))
+    scores = path.parent / "scores" / "detection.parquet"
+    if scores.is_file():
+        det = pl.read_parquet(scores).filter(pl.col("status") == "ok")
+        det = det.select("hookpoint", "latent", "explanation_id", "balanced_accuracy")
+        expl = expl.join(det, on=["hookpoint", "latent", "explanation_id"], how="left").sort(
+            "balanced_accuracy", descending=True, nulls_last=True
+        )
+    lines = []
+    for r in expl.head(n).iter_rows(named=True):
+        acc = r.get("balanced_accuracy")
+        tag = f"[detection {acc:.2f}] " if acc is not None else ""
+        lines.append(f"  latent {r['latent']}: {tag}{r['explanation']}")
+    return lines

@@ -149,7 +149,21 @@ def simulate(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-TASKS = {"explain": explain, "detect": detect, "simulate": simulate}
+def fuzz(task: dict[str, Any]) -> dict[str, Any]:
+    """Per example: 1 when at least half of its highlighted tokens match the explanation's
+    keys (and at least one token is highlighted); probability = the matching fraction."""
+    keys = _keys(task.get("explanation", ""))
+    labels, probs = [], []
+    for ex in task.get("examples", []):
+        tokens, marks = ex["tokens"], ex.get("highlighted") or []
+        marked = [t for t, m in zip(tokens, marks, strict=False) if m]
+        frac = sum(_matches(t, keys) for t in marked) / len(marked) if marked else 0.0
+        labels.append(1 if marked and frac >= 0.5 else 0)
+        probs.append(round(frac, 6))
+    return {"labels": labels, "probabilities": probs}
+
+
+TASKS = {"explain": explain, "detect": detect, "simulate": simulate, "fuzz": fuzz}
 
 
 class LexicalBackend(Backend):

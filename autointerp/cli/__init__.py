@@ -1,0 +1,14 @@
+"""Command line: a thin layer over the stage functions (each callable from a notebook).
+One module per command; they share ``common`` (options, config resolution, errors)."""
+
+from autointerp.cli import (  # noqa: F401 - importing registers each command on ``app``
+    cache,
+    demo,
+    explain,
+    llm,
+    sample,
+    score,
+)
+from autointerp.cli.common import app, resolve_config
+
+__all__ = ["app", "resolve_config"]

@@ -1,0 +1,75 @@
+"""What every command shares: the app, config resolution (YAML + run.yaml + CLI overrides,
+validated once), logging, and one-line errors. Each command lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from autointerp.config import RunConfig, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Explain and score every latent of a sparse autoencoder or transcoder.",
+)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file", exists=False)
+RunDirOpt = typer.Option(None, "--run-dir", help="run directory (default results/demo)")
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def resolve_config(config: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """Load the YAML file and CLI overrides; a bad value exits with a one-line error."""
+    try:
+        return load_config(config, overrides)
+    except Exception as exc:  # pydantic.ValidationError, FileNotFoundError, yaml errors
+        raise typer.BadParameter(one_line(exc)) from None
+
+
+def one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(line.strip() for line in text[:3])
+
+
+def fail(message: str) -> None:
+    """Exit with a one-line error (exit code 2)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+LatentsOpt = typer.Option(
+    None, "--latents", help="subset: 0:1000 (range), 1,2,3 (list) or @file.txt"
+)
+HookpointOpt = typer.Option(
+    None, "--hookpoint", help="hookpoint to work on, repeatable (default: every sampled one)"
+)
+LLMOpt = typer.Option(
+    None, "--llm", help="backend:model, e.g. vllm:Qwen/Qwen3-8B, openai:gpt-4o-mini, lexical"
+)
+BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server URL")
+NoProgressOpt = typer.Option(False, "--no-progress", help="hide the progress bar")
+VerboseOpt = typer.Option(False, "--verbose", "-v")
+
+
+def run_config(run_dir: Path, config: Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """A stage's config: ``--config`` if given, else the run's ``run.yaml``, then the
+    overrides (dotted keys; ``None`` values are ignored), with ``run_dir`` set."""
+    run_yaml = Path(run_dir) / "run.yaml"
+    source = config if config is not None else (run_yaml if run_yaml.is_file() else None)
+    return resolve_config(source, {"run_dir": str(run_dir), **overrides})
+
+
+def stage_errors() -> tuple[type[Exception], ...]:
+    """Errors a stage raises for bad input: shown as one line, exit code 2."""
+    return (FileNotFoundError, ValueError, ImportError)

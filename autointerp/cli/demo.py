@@ -1,0 +1,71 @@
+"""`autointerp demo`: the whole pipeline on the bundled model, SAE and text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from autointerp.cli.common import (
+    app,
+    fail,
+    one_line,
+    resolve_config,
+    setup_logging,
+)
+
+
+@app.command()
+def demo(
+    run_dir: Path = typer.Option(Path("results/demo"), "--run-dir", help="run directory"),
+    n_tokens: int = typer.Option(262_144, "--n-tokens", help="tokens of stdlib text to cache"),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu"),
+    latents: str | None = typer.Option(
+        None, "--latents", help="latents to explain and score (default: all)"
+    ),
+    scorers: str = typer.Option(
+        "detection,fuzzing,simulation", "--scorers", help="comma list of scorers"
+    ),
+    no_progress: bool = typer.Option(False, "--no-progress", help="hide progress bars"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the pipeline on the bundled demo model + SAE over the Python standard library's source.
+
+    cache -> sample -> explain -> score, with the offline lexical baseline as explainer and
+    judge (labelled as such). Offline and resumable: rerunning continues where it stopped.
+    """
+    from transformers import AutoTokenizer
+
+    from autointerp.cache import cache_activations
+    from autointerp.cli.score import print_summary
+    from autointerp.explainers.run import explain
+    from autointerp.preview import preview_explanations, preview_latents
+    from autointerp.sampling.build import build_examples
+    from autointerp.sampling.latents import parse_latents
+    from autointerp.scorers.run import score
+
+    setup_logging(verbose)
+    cfg = resolve_config(
+        None, {"run_dir": str(run_dir), "cache.n_tokens": n_tokens, "subject.device": device}
+    )
+    try:
+        cache_activations(cfg, progress=not no_progress)
+        paths = build_examples(run_dir, cfg, progress=not no_progress)
+        subset = parse_latents(latents)
+        names = [s.strip() for s in scorers.split(",") if s.strip()]
+        explained = explain(run_dir, cfg, latents=subset, progress=not no_progress)
+        score(run_dir, cfg, scorers=names, latents=subset, progress=not no_progress)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        fail(one_line(exc))
+        return
+    tokenizer = AutoTokenizer.from_pretrained(cfg.subject.model, local_files_only=True)
+    for path in paths:
+        typer.echo(f"\nexamples: {path}")
+        for line in preview_latents(path, tokenizer):
+            typer.echo(line)
+    typer.echo(f"\nexplanations: {explained}")
+    for line in preview_explanations(explained):
+        typer.echo(line)
+    typer.echo("\nscores (lexical baseline judge; chance = an uninformed judge on the same mix):")
+    print_summary(run_dir, names)
+    typer.echo(f"\nrun directory: {run_dir}")

@@ -1,0 +1,137 @@
+"""`autointerp score RUN_DIR` and `autointerp rescore RUN_DIR --explanations FILE`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from autointerp.cli.common import (
+    BaseUrlOpt,
+    ConfigOpt,
+    HookpointOpt,
+    LatentsOpt,
+    LLMOpt,
+    NoProgressOpt,
+    VerboseOpt,
+    app,
+    fail,
+    one_line,
+    run_config,
+    setup_logging,
+    stage_errors,
+)
+
+ScorersOpt = typer.Option(
+    None, "--scorers", help="comma list: detection,fuzzing,simulation (default from config)"
+)
+ForceOpt = typer.Option(False, "--force", help="score again what is already scored")
+
+
+def _overrides(llm: str | None, base_url: str | None) -> dict[str, object]:
+    return {"llm.model": llm, "llm.base_url": base_url}
+
+
+def _scorer_list(scorers: str | None) -> list[str] | None:
+    return [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
+
+
+def print_summary(run_dir: Path, names: list[str] | None) -> None:
+    from autointerp.scorers.summary import format_summary, summarize
+
+    for line in format_summary(summarize(run_dir, names)):
+        typer.echo(line)
+
+
+@app.command()
+def score(
+    run_dir: Path = typer.Argument(..., help="run directory holding explanations.parquet"),
+    config: Path | None = ConfigOpt,
+    scorers: str | None = ScorersOpt,
+    llm: str | None = LLMOpt,
+    base_url: str | None = BaseUrlOpt,
+    hookpoint: list[str] | None = HookpointOpt,
+    latents: str | None = LatentsOpt,
+    force: bool = ForceOpt,
+    no_progress: bool = NoProgressOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Score the explanations on the test split; print the summary with chance levels."""
+    from autointerp.sampling.latents import parse_latents
+    from autointerp.scorers.run import score as run_score
+
+    setup_logging(verbose)
+    cfg = run_config(run_dir, config, _overrides(llm, base_url))
+    names = _scorer_list(scorers)
+    try:
+        paths = run_score(
+            run_dir,
+            cfg,
+            scorers=names,
+            hookpoints=hookpoint or None,
+            latents=parse_latents(latents),
+            force=force,
+            progress=not no_progress,
+        )
+    except stage_errors() as exc:
+        fail(one_line(exc))
+        return
+    for path in paths.values():
+        typer.echo(str(path))
+    print_summary(run_dir, names)
+
+
+@app.command()
+def rescore(
+    run_dir: Path = typer.Argument(..., help="run directory holding examples/"),
+    explanations: Path = typer.Option(
+        ...,
+        "--explanations",
+        "-e",
+        help="explanations.parquet (any run), a CSV/JSON/JSONL/Parquet table, or a delphi "
+        "explanations/ folder",
+    ),
+    latent_column: str | None = typer.Option(
+        None, "--latent-column", help="column of latent indices (default: latent, index, ...)"
+    ),
+    explanation_column: str | None = typer.Option(
+        None, "--explanation-column", help="column of texts (default: explanation, description)"
+    ),
+    hookpoint_column: str | None = typer.Option(None, "--hookpoint-column"),
+    hookpoint: str | None = typer.Option(
+        None, "--hookpoint", help="hookpoint of every row (default: the run's only one)"
+    ),
+    config: Path | None = ConfigOpt,
+    scorers: str | None = ScorersOpt,
+    llm: str | None = LLMOpt,
+    base_url: str | None = BaseUrlOpt,
+    force: bool = ForceOpt,
+    no_progress: bool = NoProgressOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Score explanations from any source (another run, Neuronpedia, delphi) on this run's
+    test windows; what is already scored for the same text and scorer config is skipped."""
+    from autointerp.scorers.rescore import rescore as run_rescore
+
+    setup_logging(verbose)
+    cfg = run_config(run_dir, config, _overrides(llm, base_url))
+    names = _scorer_list(scorers)
+    try:
+        paths = run_rescore(
+            run_dir,
+            cfg,
+            explanations,
+            scorers=names,
+            latent_column=latent_column,
+            explanation_column=explanation_column,
+            hookpoint_column=hookpoint_column,
+            hookpoint=hookpoint,
+            force=force,
+            progress=not no_progress,
+        )
+    except stage_errors() as exc:
+        fail(one_line(exc))
+        return
+    for path in paths.values():
+        typer.echo(str(path))
+    print_summary(run_dir, names)

@@ -1,0 +1,38 @@
+"""Configuration of the explain stage (the ``explain`` section of ``run.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ExplainerName = Literal["default", "contrastive", "token-list", "best-of-k"]
+
+
+class ExplainConfig(BaseModel):
+    """Which explainer writes ``explanations.parquet`` and what its prompt shows."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    explainer: ExplainerName = "default"
+    n_examples: int = Field(20, ge=1, description="train activating windows shown (top first)")
+    n_contrast: int = Field(10, ge=0, description="contrastive: silent look-alike windows shown")
+    highlight_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="mark tokens whose activation exceeds this fraction of the latent's max "
+        "(at the 0..10 resolution of activations_norm; 0 marks every firing token)",
+    )
+    show_activations: bool = Field(
+        False, description="after the excerpts, list each marked token with its 0..10 level"
+    )
+    reasoning: bool = Field(False, description="ask for short reasoning before the explanation")
+    max_tokens: int = Field(200, gt=0, description="completion budget (x4 with reasoning)")
+    temperature: float = Field(0.0, ge=0.0)
+    top_tokens: int = Field(5, ge=1, description="token-list baseline: tokens listed")
+    k: int = Field(5, ge=1, description="best-of-k: candidates per latent")
+    k_base: Literal["default", "contrastive"] = Field(
+        "default", description="best-of-k: the explainer whose prompt writes the candidates"
+    )
+    k_temperature: float = Field(0.7, gt=0.0, description="best-of-k: sampling temperature")

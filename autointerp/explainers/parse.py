@@ -1,0 +1,74 @@
+"""Turn an explainer's answer into an explanation, or an error that keeps the raw text.
+
+Structured output (``{"explanation": ...}``) is used when the backend honoured the schema.
+Otherwise a tolerant parser takes the LAST explanation in the text: a JSON object with an
+``explanation`` key, or else a line ``Explanation: ...``. The last, never the first: the
+answer may quote the examples or its own reasoning, and either can contain the marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from autointerp.llm.types import LLMResponse
+
+MAX_CHARS = 1000
+_LINE = re.compile(
+    r"^[\s*#>_-]*explanation[\s*_]*[:：][\s*_]*(.+?)\s*$", re.IGNORECASE | re.MULTILINE
+)
+_DECODER = json.JSONDecoder()
+
+
+def _from_parsed(parsed: Any) -> str | None:
+    if isinstance(parsed, dict):
+        value = parsed.get("explanation")
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _candidates(text: str) -> list[tuple[int, str]]:
+    """(position, explanation) of every JSON object with an explanation and every marked
+    line in ``text``."""
+    found = []
+    for i, ch in enumerate(text):
+        if ch != "{":
+            continue
+        try:
+            value, _ = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError:
+            continue
+        candidate = _from_parsed(value)
+        if candidate is not None and candidate.strip():
+            found.append((i, candidate))
+    for m in _LINE.finditer(text):
+        value = m.group(1).strip().strip('"').strip()
+        if value and not value.startswith("{"):
+            found.append((m.start(), value))
+    return found
+
+
+def _last_explanation(text: str) -> str | None:
+    found = _candidates(text)
+    return max(found)[1] if found else None
+
+
+def parse_explanation(response: LLMResponse) -> tuple[str | None, str | None]:
+    """``(explanation, None)`` or ``(None, error)``. Transport failures stay errors; an
+    answer that fails the schema is searched with the tolerant parser."""
+    if response.error and not response.error.startswith("unparseable JSON"):
+        return None, response.error
+    value = _from_parsed(response.parsed)
+    if value is None:
+        text = response.text or ""
+        value = _last_explanation(text)
+    if value is None:
+        return None, "no explanation found in the answer (raw text kept)"
+    value = " ".join(value.split())
+    if not value:
+        return None, "empty explanation"
+    if len(value) > MAX_CHARS:
+        return None, f"explanation of {len(value)} characters (> {MAX_CHARS}): not a summary"
+    return value, None

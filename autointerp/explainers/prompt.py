@@ -1,0 +1,116 @@
+"""The explain prompt: shared instructions and few-shot turns first, the latent's windows last."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from autointerp import prompts
+from autointerp.explainers.base import JSON_SCHEMA, JSON_SCHEMA_REASONING
+from autointerp.explainers.config import ExplainConfig
+from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
+from autointerp.runner.examples import LatentExamples, highlight_mask
+
+CONTRAST_ORDER = ("similar", "neighbour", "random")
+
+
+def activating_windows(ex: LatentExamples, n: int) -> pl.DataFrame:
+    """The ``n`` strongest train activating windows (top-k first, then quantile samples)."""
+    df = ex.windows("train", "activating")
+    return df.sort(["max_activation", "seq_id"], descending=[True, False]).head(n)
+
+
+def contrast_windows(
+    ex: LatentExamples, n: int, kinds: tuple[str, ...] = CONTRAST_ORDER
+) -> pl.DataFrame:
+    """Up to ``n`` train contrast windows of ``kinds``, look-alikes ('similar', 'neighbour')
+    first."""
+    df = ex.windows("train", list(kinds))
+    order = {k: i for i, k in enumerate(CONTRAST_ORDER)}
+    return df.sort([pl.col("kind").replace_strict(order, default=9), "rank"]).head(n)
+
+
+def _numbered(lines: list[str]) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def _values_line(tokens: list[str], norm: np.ndarray, mask: np.ndarray) -> str:
+    pairs = [
+        f"{json.dumps(t, ensure_ascii=False)} {int(v)}"
+        for t, v, m in zip(tokens, norm, mask, strict=True)
+        if m
+    ]
+    return ", ".join(pairs)
+
+
+def explain_request(
+    ex: LatentExamples,
+    config: ExplainConfig,
+    contrastive: bool,
+    *,
+    contrast_kinds: tuple[str, ...] = ("similar", "neighbour"),
+    temperature: float | None = None,
+    seed: int | None = None,
+    candidate: int = 0,
+) -> LLMRequest:
+    act = activating_windows(ex, config.n_examples)
+    shown, values, task_examples = [], [], []
+    for toks, norm, acts in zip(
+        act["tokens"], act["activations_norm"], act["activations"], strict=True
+    ):
+        ids = toks.to_list()
+        strings = ex.token_strings(ids)
+        level = np.asarray(norm.to_list())
+        mask = highlight_mask(level, config.highlight_threshold)
+        shown.append(ex.render(ids, mask))
+        values.append(_values_line(strings, level, mask))
+        task_examples.append({"tokens": strings, "activations": acts.to_list()})
+    contrast_text, task_contrast = "", []
+    if contrastive and config.n_contrast:
+        con = contrast_windows(ex, config.n_contrast, contrast_kinds)
+        lines = [ex.vocab.text(t.to_list()) for t in con["tokens"]]
+        task_contrast = [ex.token_strings(t.to_list()) for t in con["tokens"]]
+        if lines:
+            contrast_text = "\n\nSilent in:\n" + _numbered(lines)
+    values_text = (
+        "\n\nLevels (0-10) of the marked tokens:\n" + _numbered(values)
+        if config.show_activations
+        else ""
+    )
+    system = prompts.text("explain_contrastive_system" if contrastive else "explain_system")
+    answer = prompts.text("explain_answer_reasoning" if config.reasoning else "explain_answer")
+    messages = [ChatMessage(role="system", content=f"{system}\n{answer}")]
+    messages += prompts.fewshot("explain_fewshot")
+    messages.append(
+        ChatMessage(
+            role="user",
+            content=prompts.render(
+                "explain_user",
+                examples=_numbered(shown),
+                contrast=contrast_text,
+                values=values_text,
+            ),
+        )
+    )
+    task: dict[str, Any] = {
+        "kind": "explain",
+        "examples": task_examples,
+        "top_k": config.top_tokens,
+    }
+    if task_contrast:
+        task["contrast"] = task_contrast
+    max_tokens = config.max_tokens * (4 if config.reasoning else 1)
+    return LLMRequest(
+        messages=messages,
+        sampling=SamplingParams(
+            temperature=config.temperature if temperature is None else temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+        ),
+        json_schema=JSON_SCHEMA_REASONING if config.reasoning else JSON_SCHEMA,
+        task=task,
+        tags={"stage": "explain", "latent": f"{ex.hookpoint}:{ex.latent}", "candidate": candidate},
+    )

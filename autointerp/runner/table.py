@@ -1,0 +1,132 @@
+"""Resumable Parquet output of an LLM stage.
+
+Rows go to part files under ``<final dir>/_parts/<final name>/`` as they complete (a killed
+run loses at most the rows not yet flushed; their LLM answers are in the response cache). At
+the end the parts are appended to the final file, streamed, so memory does not grow with the
+run. The keys of rows already written (final file and parts) say what a rerun skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+
+class PartTable:
+    """One output table (e.g. ``scores/detection.parquet``) written through part files."""
+
+    def __init__(
+        self,
+        final: Path,
+        key: Sequence[str],
+        schema: dict[str, pl.DataType] | None = None,
+        sort: bool = True,
+        flush_rows: int = 512,
+        flush_s: float = 30.0,
+    ) -> None:
+        self.final = Path(final)
+        self.key = list(key)
+        self.schema = schema
+        self.sort = sort
+        self.parts = self.final.parent / "_parts" / self.final.name.removesuffix(".parquet")
+        self.flush_rows = flush_rows
+        self.flush_s = flush_s
+        self._buffer: list[pl.DataFrame] = []
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        self._dropped: pl.DataFrame | None = None
+        self._old: set[Path] = set()
+
+    # -- what exists ------------------------------------------------------------------------
+    def _sources(self) -> list[Path]:
+        found = [self.final] if self.final.is_file() else []
+        if self.parts.is_dir():
+            found += sorted(self.parts.glob("part-*.parquet"))
+        return found
+
+    def done_keys(self) -> set[tuple[Any, ...]]:
+        """Keys of every row already written (final file and parts)."""
+        keys: set[tuple[Any, ...]] = set()
+        for src in self._sources():
+            df = pl.read_parquet(src, columns=self.key)
+            keys.update(df.iter_rows())
+        return keys
+
+    def drop(self, keys: pl.DataFrame) -> None:
+        """Rows already written whose values in ``keys``' columns (a subset of the key) match
+        a row of ``keys`` are removed at :meth:`close` (``--force``); new rows are kept."""
+        self._dropped = keys.unique()
+        self._old = set(self._sources())
+
+    # -- writing ----------------------------------------------------------------------------
+    def add(self, rows: pl.DataFrame | Iterable[dict[str, Any]]) -> None:
+        df = rows if isinstance(rows, pl.DataFrame) else self._frame(list(rows))
+        if df.is_empty():
+            return
+        self._buffer.append(df)
+        self._buffered += len(df)
+        if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_s:
+            self.flush()
+
+    def _frame(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
+        if not rows:
+            return pl.DataFrame()
+        if self.schema is None:
+            return pl.DataFrame(rows, infer_schema_length=None)
+        extra = [c for c in rows[0] if c not in self.schema]
+        schema = {**self.schema, **{c: pl.Float64() for c in extra}}
+        return pl.DataFrame(rows, schema=schema, strict=False)
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return
+        df = pl.concat(self._buffer, how="diagonal_relaxed")
+        self._buffer, self._buffered = [], 0
+        self.parts.mkdir(parents=True, exist_ok=True)
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.parts / f".{name}.tmp"
+        df.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, self.parts / name)
+
+    def close(self) -> Path | None:
+        """Flush, then merge the parts into the final file (atomically). Returns its path."""
+        self.flush()
+        sources = self._sources()
+        if not sources:
+            return None
+        scans = []
+        for src in sources:
+            scan = pl.scan_parquet(src)
+            if self._dropped is not None and src in self._old:
+                on = self._dropped.columns
+                scan = scan.join(self._dropped.lazy(), on=on, how="anti", join_nulls=True)
+            scans.append(scan)
+        merged = pl.concat(scans, how="diagonal_relaxed")
+        tmp = self.final.with_name(f".{self.final.name}.tmp")
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if self.sort:
+            merged.collect().sort(self.key).write_parquet(tmp, compression="zstd")
+        else:
+            merged.sink_parquet(tmp, compression="zstd")
+        os.replace(tmp, self.final)
+        if self.parts.is_dir():
+            shutil.rmtree(self.parts)
+        return self.final
+
+    def read(self) -> pl.DataFrame:
+        """Everything written so far (final file and parts)."""
+        srcs = self._sources()
+        if not srcs:
+            return pl.DataFrame()
+        return pl.concat([pl.read_parquet(s) for s in srcs], how="diagonal_relaxed")

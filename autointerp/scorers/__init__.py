@@ -1,0 +1,1 @@
+"""Scorers: rate explanations against held-out examples, and the metrics they report."""

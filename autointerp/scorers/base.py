@@ -1,0 +1,105 @@
+"""The scorer interface and the rows every scorer writes.
+
+A scorer is a small peer: ``score(latent, explanation, llm)`` builds requests from the
+latent's windows of one split (``test`` for final scores, ``selection`` for best-of-k), sends
+them through the shared client, and returns per-example rows plus per-latent metrics.
+Streaming, resume and writing are done once, in ``scorers.run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autointerp.llm.client import LLMClient
+from autointerp.llm.types import LLMResponse
+from autointerp.runner.examples import LatentExamples
+from autointerp.scorers.config import ScoreConfig
+
+
+@dataclass
+class Tally:
+    """LLM usage of one (latent, explanation, scorer)."""
+
+    requests: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+
+    def add(self, r: LLMResponse) -> None:
+        self.requests += 1
+        self.failed += 0 if r.ok else 1
+        if not r.cached:
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+            self.cost_usd += r.cost_usd
+        self.latency_s += r.latency_s
+
+
+@dataclass
+class ScoreResult:
+    """What one scorer found for one latent and explanation."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # per-example rows
+    n_examples: int = 0
+    n_lost: int = 0  # examples whose answer was missing or malformed
+    tally: Tally = field(default_factory=Tally)
+    error: str | None = None
+    status: str = "ok"  # ok | failed | skipped
+
+
+@dataclass
+class ScoreContext:
+    config: ScoreConfig
+    seed: int
+    llm_model: str
+    backend: str  # 'lexical', 'vllm', 'openai', 'openrouter'
+    examples_hash: str = ""
+
+
+def seeded_rng(*parts: object) -> np.random.Generator:
+    """A generator determined by ``parts`` (seed, latent, scorer, ...): prompts are the same on
+    every run, so a rerun hits the response cache."""
+    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+class Scorer(ABC):
+    """Scores one explanation of one latent on one split."""
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: ScoreContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+
+    def settings(self) -> dict[str, Any]:
+        """Everything the scores depend on besides the explanation and the examples."""
+        section = getattr(self.config, self.name, None)
+        return {
+            "scorer": self.name,
+            "section": section.model_dump(mode="json") if section is not None else None,
+            "highlight_threshold": self.config.highlight_threshold,
+            "n_boot": self.config.n_boot,
+            "seed": self.ctx.seed,
+            "llm": self.ctx.llm_model,
+            "examples": self.ctx.examples_hash,
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.settings(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @abstractmethod
+    async def score(
+        self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"
+    ) -> ScoreResult:
+        """Score ``explanation`` on the windows of ``split``."""

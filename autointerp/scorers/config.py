@@ -1,0 +1,59 @@
+"""Configuration of the score stage (the ``score`` section of ``run.yaml``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCORERS = ("detection", "fuzzing", "simulation")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DetectionConfig(_Section):
+    examples_per_prompt: int = Field(
+        10, ge=1, le=100, description="windows the judge sees per prompt (activating and contrast)"
+    )
+    max_tokens: int = Field(200, gt=0)
+    logprobs: bool = Field(True, description="ask for top logprobs to get P(yes) for AUROC")
+
+
+class FuzzingConfig(_Section):
+    examples_per_prompt: int = Field(10, ge=1, le=100)
+    wrong_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of activating windows shown wrongly highlighted"
+    )
+    max_tokens: int = Field(200, gt=0)
+    logprobs: bool = True
+
+
+class SimulationConfig(_Section):
+    mode: Literal["auto", "logprobs", "json"] = Field(
+        "auto",
+        description="'logprobs': expected value over digit tokens from prompt logprobs (in-process "
+        "vLLM, or a vLLM server's completions API); 'json': the judge writes the numbers; "
+        "'auto': logprobs with in-process vLLM, json otherwise",
+    )
+    examples_per_prompt: int = Field(5, ge=1, le=50)
+    top_logprobs: int = Field(20, ge=1, le=20)
+    max_tokens: int = Field(2048, gt=0, description="json mode completion budget")
+
+
+class ScoreConfig(_Section):
+    """Which scorers run, on which windows, with which statistics."""
+
+    scorers: list[str] = Field(default_factory=lambda: ["detection", "fuzzing"])
+    split: Literal["test"] = Field("test", description="scorers read only the test split")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    fuzzing: FuzzingConfig = Field(default_factory=FuzzingConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    highlight_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="as explain's")
+    n_boot: int = Field(1000, ge=10, description="bootstrap resamples of every CI")
+    seed: int | None = Field(None, description="default: the run's seed")
+    latents_in_flight: int | None = Field(
+        None, gt=0, description="latents worked on at once (default 4 x llm.concurrency)"
+    )
+    flush_rows: int = Field(512, gt=0, description="score rows buffered before a part file")

@@ -1,0 +1,211 @@
+"""What detection and fuzzing share: windows shown in numbered batches to a judge that
+answers 0/1 per window, with P(1) from logprobs where the backend gives them."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from autointerp import prompts
+from autointerp.llm.client import LLMClient
+from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
+from autointerp.scorers.base import ScoreResult, Tally
+from autointerp.scorers.metrics import binary_metrics
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answers": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}},
+    "required": ["answers"],
+}
+_PUNCT = ' \t\n"[]{}(),:'
+
+
+@dataclass
+class Item:
+    """One window as the judge sees it, and the truth the judge should find."""
+
+    text: str  # as shown (highlighted or not)
+    tokens: list[str]
+    truth: bool
+    meta: dict[str, Any]  # split, kind, sampler, quantile, seq_id, start, variant
+    highlighted: list[int] | None = None
+
+
+def batches(n_items: int, per_prompt: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A seeded shuffle of the items cut into prompts of near-equal size <= ``per_prompt``."""
+    order = rng.permutation(n_items)
+    n_prompts = max(1, math.ceil(n_items / per_prompt))
+    return [b for b in np.array_split(order, n_prompts) if len(b)]
+
+
+def _digit(token: str) -> str | None:
+    core = token.strip(_PUNCT)
+    return core if core in ("0", "1") else None
+
+
+def probabilities_from_logprobs(logprobs: list[TokenLogprob] | None, n: int) -> list[float] | None:
+    """P(1) at each generated 0/1 answer token, from the top alternatives there (the two
+    renormalised). None when the answer tokens cannot be found one per window."""
+    if not logprobs:
+        return None
+    spots = [lp for lp in logprobs if _digit(lp.token) is not None]
+    if len(spots) != n:
+        return None
+    out = []
+    for lp in spots:
+        mass = {"0": 0.0, "1": 0.0}
+        for alt in lp.top:
+            d = _digit(alt.token)
+            if d is not None:
+                mass[d] += math.exp(alt.logprob)
+        total = mass["0"] + mass["1"]
+        out.append(mass["1"] / total if total > 0 else float(_digit(lp.token) == "1"))
+    return out
+
+
+def read_answers(
+    response: LLMResponse, n: int
+) -> tuple[list[int] | None, list[float] | None, str | None]:
+    """(labels, probabilities or None, error) for a prompt of ``n`` windows."""
+    if not response.ok:
+        return None, None, response.error
+    parsed = response.parsed
+    if isinstance(parsed, dict) and "labels" in parsed:  # the lexical baseline
+        labels, probs = parsed["labels"], parsed.get("probabilities")
+    elif isinstance(parsed, dict) and "answers" in parsed:
+        labels, probs = parsed["answers"], None
+    else:
+        return None, None, "answer lacks the 'answers' list"
+    if not isinstance(labels, list) or len(labels) != n:
+        got = len(labels) if isinstance(labels, list) else type(labels).__name__
+        return None, None, f"expected {n} answers, got {got}"
+    clean = []
+    for v in labels:
+        if isinstance(v, bool) or v in (0, 1):
+            clean.append(int(v))
+        elif isinstance(v, str) and v.strip().lower() in ("0", "1", "yes", "no", "true", "false"):
+            clean.append(int(v.strip().lower() in ("1", "yes", "true")))
+        else:
+            return None, None, f"answer {v!r} is not 0 or 1"
+    if probs is None:
+        probs = probabilities_from_logprobs(response.logprobs, n)
+    return clean, probs, None
+
+
+def request(
+    system: str,
+    user: str,
+    explanation: str,
+    items: list[Item],
+    task: dict[str, Any],
+    max_tokens: int,
+    logprobs: bool,
+    tags: dict[str, str | int],
+) -> LLMRequest:
+    shown = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
+    return LLMRequest(
+        messages=[
+            ChatMessage(role="system", content=prompts.text(system)),
+            ChatMessage(
+                role="user", content=prompts.render(user, explanation=explanation, examples=shown)
+            ),
+        ],
+        sampling=SamplingParams(temperature=0.0, max_tokens=max_tokens),
+        json_schema=ANSWER_SCHEMA,
+        logprobs=5 if logprobs else None,
+        task=task,
+        tags=tags,
+    )
+
+
+async def judge(
+    name: str,
+    items: list[Item],
+    explanation: str,
+    llm: LLMClient,
+    *,
+    per_prompt: int,
+    rng: np.random.Generator,
+    build: Any,  # (chunk: list[Item]) -> LLMRequest
+    n_boot: int,
+    seed: int,
+) -> ScoreResult:
+    """Send the items in shuffled batches, collect per-window answers, compute metrics."""
+    chunks = batches(len(items), per_prompt, rng)
+    responses = await asyncio.gather(*(llm.generate(build([items[i] for i in c])) for c in chunks))
+    tally = Tally()
+    n = len(items)
+    pred = np.full(n, -1, dtype=np.int8)
+    prob = np.full(n, np.nan)
+    error: list[str | None] = [None] * n
+    where = np.zeros((n, 2), dtype=np.int32)
+    for p, (chunk, resp) in enumerate(zip(chunks, responses, strict=True)):
+        tally.add(resp)
+        labels, probs, err = read_answers(resp, len(chunk))
+        for j, i in enumerate(chunk):
+            where[i] = (p, j)
+            if err is not None:
+                error[i] = err
+                continue
+            pred[i] = labels[j]
+            if probs is not None:
+                prob[i] = probs[j]
+    rows = []
+    for i, it in enumerate(items):
+        rows.append(
+            {
+                **it.meta,
+                "prompt": int(where[i, 0]),
+                "position": int(where[i, 1]),
+                "truth": it.truth,
+                "prediction": None if pred[i] < 0 else bool(pred[i]),
+                "probability": None if np.isnan(prob[i]) else float(prob[i]),
+                "error": error[i],
+            }
+        )
+    ok = pred >= 0
+    truth = np.array([it.truth for it in items], dtype=bool)
+    have_prob = ok.any() and not np.isnan(prob[ok]).any()
+    metrics = binary_metrics(
+        truth[ok], pred[ok].astype(bool), prob[ok] if have_prob else None, n_boot=n_boot, seed=seed
+    )
+    metrics.update(quantile_recall(items, ok, pred))
+    result = ScoreResult(
+        metrics=metrics,
+        examples=rows,
+        n_examples=int(ok.sum()),
+        n_lost=int((~ok).sum()),
+        tally=tally,
+    )
+    if not ok.any():
+        result.status, result.error = (
+            "failed",
+            f"every {name} answer failed: {next(e for e in error if e)}",
+        )
+    return result
+
+
+def quantile_recall(items: list[Item], ok: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Recall of the activating windows of each quantile bin (``recall_q<bin>``)."""
+    hits: dict[int, list[int]] = {}
+    for it, good, p in zip(items, ok, pred, strict=True):
+        q = it.meta.get("quantile")
+        if good and it.truth and q is not None:
+            hits.setdefault(int(q), []).append(int(p))
+    return {f"recall_q{q}": float(np.mean(v)) for q, v in sorted(hits.items())}
+
+
+def window_meta(row: dict[str, Any], split: str, variant: str | None = None) -> dict[str, Any]:
+    return {
+        "split": split,
+        "kind": row["kind"],
+        "sampler": row["sampler"],
+        "quantile": row["quantile"],
+        "seq_id": row["seq_id"],
+        "start": row["start"],
+        "variant": variant,
+    }

@@ -1,0 +1,410 @@
+"""Per-latent scoring metrics with seeded bootstrap confidence intervals and chance levels.
+
+Every function returns plain floats (a flat ``dict[str, float]`` or a tuple), NaN where a
+value is undefined, so that one latent's result is one Parquet row. Confidence intervals
+are percentile bootstrap intervals at level ``ci`` (default 95 %) from ``n_boot`` resamples
+drawn with ``np.random.default_rng(seed)``: the same inputs and seed give the same interval.
+The resamples are vectorised (index matrices of shape ``[n_boot, n]``, counts via
+``np.bincount``, metrics as array operations); there is no Python loop over resamples.
+Resamples on which a metric is undefined (NaN) are left out of its percentiles.
+
+Keys of :func:`binary_metrics` (the judge answers yes/no on each example):
+
+- ``n``, ``n_pos``, ``n_neg``: examples; examples whose truth is positive / negative.
+- ``auroc_from_labels``: 1.0 when no probabilities were given and AUROC was computed from the
+  hard yes/no answers used as a score, else 0.0.
+- ``accuracy``: fraction of examples answered correctly.
+- ``balanced_accuracy``: (TPR + TNR) / 2; with one truth class present, that class's rate.
+- ``precision``: TP / (TP + FP); 0 when nothing is predicted positive but positives exist
+  (scikit-learn's ``zero_division=0``); NaN when there are no positives and none predicted.
+- ``recall``: TP / n_pos (the true-positive rate); NaN when there are no positives.
+- ``f1``: 2 TP / (2 TP + FP + FN); 0 when positives exist but none is predicted; NaN when
+  there are no positives and none predicted.
+- ``auroc``: area under the ROC curve of P(yes) (ties count one half); NaN with one class.
+- ``M_lo``, ``M_hi`` for each metric M above: the bootstrap interval. The bootstrap is
+  stratified: positives and negatives are resampled separately, so every resample keeps
+  ``n_pos`` and ``n_neg`` (the example mix is fixed by design, not sampled).
+- ``M_chance``: the metric of an uninformed judge on this example mix, with p = n_pos / n:
+  ``accuracy_chance`` = max(p, 1 - p) (always give the majority answer),
+  ``balanced_accuracy_chance`` = 0.5, ``precision_chance`` = p (always answer yes),
+  ``recall_chance`` = 0.5 (coin flip; NaN without positives), ``f1_chance`` = 2p / (1 + p)
+  (always answer yes), ``auroc_chance`` = 0.5 (NaN with one class).
+
+Keys of :func:`pearson_metrics` (predicted vs true per-token activations):
+
+- ``n_windows``, ``n_tokens``: windows and tokens scored.
+- ``pearson``: Pearson correlation over all tokens of all windows; NaN when either side has
+  zero variance. ``pearson_lo``, ``pearson_hi``: bootstrap over windows.
+  ``pearson_chance`` = 0.0.
+- ``pearson_q{g}``, ``pearson_q{g}_lo``, ``pearson_q{g}_hi`` (only with ``groups``), for
+  every group g >= 0: the correlation over the windows of group g together with all
+  contrast windows (group -1).
+
+Keys of :func:`accuracy_metrics` (k-way choice tasks):
+
+- ``n``: items; ``accuracy`` (+ ``_lo``, ``_hi``: bootstrap over items): fraction correct;
+  ``accuracy_chance``: mean over items of 1 / n_choices.
+
+:func:`mean_ci` returns ``(mean, lo, hi)`` of a vector of per-latent values, NaN ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+N_BOOT = 1000
+BINARY_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc")
+_NAN = float("nan")
+# a resample whose variance is below this fraction of its mean square counts as constant
+_REL_VAR_TOL = 1e-10
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _check_ci(ci: float, n_boot: int) -> None:
+    """Reject interval levels outside (0, 1) and non-positive resample counts."""
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+
+
+def _draws(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
+    """Resampling indices ``[n_boot, n]`` into ``range(n)``, drawn with replacement."""
+    if n == 0:
+        return np.empty((n_boot, 0), dtype=np.int64)
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def _counts(idx: np.ndarray, size: int) -> np.ndarray:
+    """Per-row occurrence counts ``[B, size]`` of the values in ``idx`` ``[B, m]``."""
+    b = idx.shape[0]
+    flat = (np.arange(b, dtype=np.int64)[:, None] * size + idx).ravel()
+    return np.bincount(flat, minlength=b * size).reshape(b, size).astype(np.float64)
+
+
+def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval per column of ``reps`` ``[B, m]``, NaN replicates ignored."""
+    reps = np.atleast_2d(reps)
+    lo = np.full(reps.shape[1], np.nan)
+    hi = np.full(reps.shape[1], np.nan)
+    ok = ~np.all(np.isnan(reps), axis=0)
+    if ok.any():
+        alpha = (1.0 - ci) / 2.0
+        q = np.nanquantile(reps[:, ok], [alpha, 1.0 - alpha], axis=0)
+        lo[ok], hi[ok] = q[0], q[1]
+    return lo, hi
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` elementwise, NaN where ``den`` is 0."""
+    num, den = np.broadcast_arrays(np.asarray(num, float), np.asarray(den, float))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+# ----------------------------------------------------------------------------- binary
+
+
+def _binary_from_counts(
+    tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int
+) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy, precision, recall and F1 from confusion counts.
+
+    ``tp`` and ``fp`` are arrays (one entry per resample); FN = n_pos - TP, TN = n_neg - FP.
+    """
+    tp = np.asarray(tp, float)
+    fp = np.asarray(fp, float)
+    fn, tn = n_pos - tp, n_neg - fp
+    tpr = _safe_div(tp, np.full_like(tp, n_pos))
+    tnr = _safe_div(tn, np.full_like(tn, n_neg))
+    # with one truth class present, balanced accuracy is that class's rate
+    bal = (tpr + tnr) / 2.0 if n_pos and n_neg else (tpr if n_pos else tnr)
+    precision = _safe_div(tp, tp + fp)
+    if n_pos:
+        precision = np.where(tp + fp == 0, 0.0, precision)
+    return {
+        "accuracy": _safe_div(tp + tn, np.full_like(tp, n_pos + n_neg)),
+        "balanced_accuracy": bal,
+        "precision": precision,
+        "recall": tpr,
+        "f1": _safe_div(2.0 * tp, 2.0 * tp + fp + fn),
+    }
+
+
+def _auroc_counts(pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
+    """AUROC per row from weights of positives and negatives on sorted distinct scores.
+
+    ``pos_counts``, ``neg_counts``: ``[B, k]``, weight of each of the k distinct score values
+    (ascending) among positives / negatives. Equals the pairwise (Mann-Whitney) formulation
+    ``Cpos @ M @ Cneg / (n_pos n_neg)`` with ``M[i, j] = 1[s_i > s_j] + 0.5 1[s_i == s_j]``,
+    in O(B k) instead of O(n_pos n_neg) memory.
+    """
+    neg_below = np.cumsum(neg_counts, axis=1) - neg_counts
+    wins = np.sum(pos_counts * (neg_below + 0.5 * neg_counts), axis=1)
+    return _safe_div(wins, pos_counts.sum(axis=1) * neg_counts.sum(axis=1))
+
+
+def _binary_chance(n_pos: int, n_neg: int) -> dict[str, float]:
+    """Chance level of each binary metric on an example mix of n_pos positives, n_neg negatives."""
+    n = n_pos + n_neg
+    if n == 0:
+        return dict.fromkeys(BINARY_METRICS, _NAN)
+    p = n_pos / n
+    return {
+        "accuracy": max(p, 1.0 - p),
+        "balanced_accuracy": 0.5,
+        "precision": p,
+        "recall": 0.5 if n_pos else _NAN,
+        "f1": 2.0 * p / (1.0 + p),
+        "auroc": 0.5 if n_pos and n_neg else _NAN,
+    }
+
+
+def _binary_inputs(
+    truth: np.ndarray, pred: np.ndarray, prob: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated 1-D bool truth, bool pred and float score (``prob``, or ``pred`` as 0/1)."""
+    truth = np.asarray(truth, dtype=bool).reshape(-1)
+    pred = np.asarray(pred, dtype=bool).reshape(-1)
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth has {truth.size} entries but pred has {pred.size}")
+    score = pred.astype(np.float64) if prob is None else np.asarray(prob, float).reshape(-1)
+    if score.shape != truth.shape:
+        raise ValueError(f"truth has {truth.size} entries but prob has {score.size}")
+    if not np.all(np.isfinite(score)):
+        raise ValueError("prob must be finite")
+    return truth, pred, score
+
+
+def binary_metrics(
+    truth: np.ndarray,
+    pred: np.ndarray,
+    prob: np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """Detection metrics of yes/no answers ``pred`` (and P(yes) ``prob``) against ``truth``.
+
+    Point estimates are the plain metrics (equal to scikit-learn's ``accuracy_score``,
+    ``balanced_accuracy_score``, ``precision_score(zero_division=0)``, ``recall_score``,
+    ``f1_score(zero_division=0)`` and ``roc_auc_score`` wherever those are defined; where
+    scikit-learn substitutes 0 for an undefined value without positives, NaN is returned).
+    Intervals come from a stratified bootstrap (positives and negatives resampled
+    separately). Without ``prob`` AUROC is that of the hard labels. See the module docstring
+    for every key and the chance levels.
+    """
+    _check_ci(ci, n_boot)
+    truth, pred, score = _binary_inputs(truth, pred, prob)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    out: dict[str, float] = {
+        "n": float(n_pos + n_neg),
+        "n_pos": float(n_pos),
+        "n_neg": float(n_neg),
+        "auroc_from_labels": 1.0 if prob is None else 0.0,
+    }
+    values, inv = np.unique(score, return_inverse=True)
+    k = values.size
+    pos_pred, neg_pred = pred[truth], pred[~truth]
+    pos_val, neg_val = inv[truth], inv[~truth]
+
+    point = _binary_from_counts(
+        pos_pred.sum(keepdims=True), neg_pred.sum(keepdims=True), n_pos, n_neg
+    )
+    point["auroc"] = _auroc_counts(
+        np.bincount(pos_val, minlength=k)[None].astype(float),
+        np.bincount(neg_val, minlength=k)[None].astype(float),
+    )
+
+    rng = np.random.default_rng(seed)
+    dpos, dneg = _draws(rng, n_boot, n_pos), _draws(rng, n_boot, n_neg)
+    reps = _binary_from_counts(pos_pred[dpos].sum(axis=1), neg_pred[dneg].sum(axis=1), n_pos, n_neg)
+    reps["auroc"] = _auroc_counts(_counts(pos_val[dpos], k), _counts(neg_val[dneg], k))
+    lo, hi = _percentile_ci(np.stack([reps[m] for m in BINARY_METRICS], axis=1), ci)
+
+    chance = _binary_chance(n_pos, n_neg)
+    for i, m in enumerate(BINARY_METRICS):
+        out[m] = float(point[m][0])
+        out[f"{m}_lo"], out[f"{m}_hi"] = float(lo[i]), float(hi[i])
+        out[f"{m}_chance"] = chance[m]
+    return out
+
+
+# ----------------------------------------------------------------------------- pearson
+
+
+def _pearson_tokens(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two token vectors; NaN if empty or either side is constant."""
+    if x.size == 0 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return _NAN
+    xc, yc = x - x.mean(), y - y.mean()
+    r = np.dot(xc, yc) / np.sqrt(np.dot(xc, xc) * np.dot(yc, yc))
+    return float(np.clip(r, -1.0, 1.0))
+
+
+def _pearson_stats(stats: np.ndarray) -> np.ndarray:
+    """Pearson r per row of sufficient statistics ``[..., 6]`` = (n, Sx, Sy, Sxx, Syy, Sxy).
+
+    NaN where a side's variance is (numerically) zero or there are no tokens.
+    """
+    n, sx, sy, sxx, syy, sxy = np.moveaxis(stats, -1, 0)
+    vx, vy = n * sxx - sx * sx, n * syy - sy * sy
+    flat = (vx <= _REL_VAR_TOL * n * sxx) | (vy <= _REL_VAR_TOL * n * syy) | (n == 0)
+    den = np.sqrt(np.where(flat, 1.0, vx * vy))
+    return np.where(flat, np.nan, np.clip((n * sxy - sx * sy) / den, -1.0, 1.0))
+
+
+def _window_stats(xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
+    """Per-window sufficient statistics ``[W, 6]`` of tokens centred on the global means."""
+    lengths = np.array([x.size for x in xs], dtype=np.int64)
+    if lengths.sum() == 0:
+        return np.zeros((len(xs), 6))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    x, y = x - x.mean(), y - y.mean()
+    win = np.repeat(np.arange(len(xs)), lengths)
+    cols = [np.ones_like(x), x, y, x * x, y * y, x * y]
+    return np.stack([np.bincount(win, weights=c, minlength=len(xs)) for c in cols], axis=1)
+
+
+def _pearson_inputs(
+    truth_windows: Sequence[np.ndarray],
+    pred_windows: Sequence[np.ndarray],
+    groups: np.ndarray | None,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None]:
+    """Validated float64 windows (truth, pred) and groups."""
+    if len(truth_windows) != len(pred_windows):
+        raise ValueError(
+            f"{len(truth_windows)} truth windows but {len(pred_windows)} predicted windows"
+        )
+    xs = [np.asarray(w, dtype=np.float64).reshape(-1) for w in truth_windows]
+    ys = [np.asarray(w, dtype=np.float64).reshape(-1) for w in pred_windows]
+    for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
+        if x.size != y.size:
+            raise ValueError(f"window {i}: truth has {x.size} tokens but pred has {y.size}")
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if groups.size != len(xs):
+            raise ValueError(f"{groups.size} groups for {len(xs)} windows")
+        if not np.issubdtype(groups.dtype, np.integer) and groups.size:
+            raise ValueError("groups must be integers")
+        groups = groups.astype(np.int64)
+        if groups.size and groups.min() < -1:
+            raise ValueError("groups must be >= -1 (-1 marks contrast windows)")
+    return xs, ys, groups
+
+
+def _window_draws(
+    rng: np.random.Generator, n_boot: int, groups: np.ndarray | None, n_windows: int
+) -> np.ndarray:
+    """Resampled window counts ``[n_boot, W]``: plain, or stratified by group when given."""
+    if groups is None:
+        return _counts(_draws(rng, n_boot, n_windows), n_windows)
+    idx = [
+        members[_draws(rng, n_boot, members.size)]
+        for members in (np.flatnonzero(groups == g) for g in np.unique(groups))
+    ]
+    return _counts(np.concatenate(idx, axis=1), n_windows)
+
+
+def pearson_metrics(
+    truth_windows: Sequence[np.ndarray],
+    pred_windows: Sequence[np.ndarray],
+    groups: np.ndarray | None = None,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """Pearson correlation of predicted and true per-token activations over all windows.
+
+    The point estimate is the correlation over the concatenated tokens (NaN when either
+    side is constant). The interval resamples whole windows with replacement (tokens within
+    a window are not independent), each resample's r computed from per-window sufficient
+    statistics with one matrix product.
+
+    ``groups`` (one int per window, e.g. the quantile bin of an activating window, -1 for a
+    contrast window) adds ``pearson_q{g}`` (+ ``_lo``, ``_hi``) for every group g >= 0: the
+    correlation over the windows of group g TOGETHER WITH all contrast windows (group -1),
+    since the contrast windows supply the zeros and one quantile alone has little variance.
+    With ``groups`` the bootstrap is stratified: windows are resampled within each group,
+    keeping the number of windows per group fixed as designed.
+    """
+    _check_ci(ci, n_boot)
+    xs, ys, groups = _pearson_inputs(truth_windows, pred_windows, groups)
+    n_windows = len(xs)
+    out: dict[str, float] = {
+        "n_windows": float(n_windows),
+        "n_tokens": float(sum(x.size for x in xs)),
+        "pearson_chance": 0.0,
+    }
+    subsets: dict[str, np.ndarray] = {"pearson": np.ones(n_windows, dtype=bool)}
+    if groups is not None:
+        for g in np.unique(groups[groups >= 0]):
+            subsets[f"pearson_q{g}"] = (groups == g) | (groups == -1)
+
+    stats = _window_stats(xs, ys)
+    counts = _window_draws(np.random.default_rng(seed), n_boot, groups, n_windows)
+    for key, mask in subsets.items():
+        sel = np.flatnonzero(mask)
+        x = np.concatenate([xs[i] for i in sel]) if sel.size else np.empty(0)
+        y = np.concatenate([ys[i] for i in sel]) if sel.size else np.empty(0)
+        reps = _pearson_stats(counts[:, sel] @ stats[sel])
+        lo, hi = _percentile_ci(reps[:, None], ci)
+        out[key] = _pearson_tokens(x, y)
+        out[f"{key}_lo"], out[f"{key}_hi"] = float(lo[0]), float(hi[0])
+    return out
+
+
+# ----------------------------------------------------------------------------- means
+
+
+def mean_ci(
+    values: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0, ci: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (NaN ignored) and its bootstrap interval: ``(mean, lo, hi)``.
+
+    All-NaN or empty input gives ``(nan, nan, nan)``.
+    """
+    _check_ci(ci, n_boot)
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[~np.isnan(v)]
+    if v.size == 0:
+        return _NAN, _NAN, _NAN
+    reps = v[_draws(np.random.default_rng(seed), n_boot, v.size)].mean(axis=1)
+    lo, hi = _percentile_ci(reps[:, None], ci)
+    return float(v.mean()), float(lo[0]), float(hi[0])
+
+
+def accuracy_metrics(
+    correct: np.ndarray,
+    n_choices: int | np.ndarray,
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
+    """Accuracy of a k-way choice task, its bootstrap interval over items, and chance.
+
+    ``correct``: bool per item; ``n_choices``: options per item (one int for all items, or
+    one per item). ``accuracy_chance`` is the mean over items of 1 / n_choices.
+    """
+    _check_ci(ci, n_boot)
+    correct = np.asarray(correct, dtype=bool).reshape(-1)
+    k = np.broadcast_to(np.asarray(n_choices, dtype=np.float64), correct.shape)
+    if correct.size and np.any(k < 1):
+        raise ValueError("n_choices must be >= 1")
+    acc, lo, hi = mean_ci(correct.astype(np.float64), n_boot=n_boot, seed=seed, ci=ci)
+    chance = float(np.mean(1.0 / k)) if correct.size else _NAN
+    return {
+        "n": float(correct.size),
+        "accuracy": acc,
+        "accuracy_lo": lo,
+        "accuracy_hi": hi,
+        "accuracy_chance": chance,
+    }

@@ -1,0 +1,36 @@
+"""Scorers by name (``score.scorers`` / ``--scorers``) and the headline metrics of each."""
+
+from __future__ import annotations
+
+from autointerp.scorers.base import ScoreContext, Scorer
+from autointerp.scorers.detection import DetectionScorer
+from autointerp.scorers.fuzzing import FuzzingScorer
+from autointerp.scorers.simulation import SimulationScorer
+
+SCORERS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (DetectionScorer, FuzzingScorer, SimulationScorer)
+}
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "detection": ("balanced_accuracy", "auroc", "f1"),
+    "fuzzing": ("balanced_accuracy", "auroc", "f1"),
+    "simulation": ("pearson",),
+}
+
+
+def check_scorers(names: list[str], backend: str, simulation_mode: str) -> list[str]:
+    """Validate scorer names (and combinations a backend cannot do) before any work."""
+    if not names:
+        raise ValueError(f"no scorer given: pick from {sorted(SCORERS)}")
+    unknown = [n for n in names if n not in SCORERS]
+    if unknown:
+        raise ValueError(f"unknown scorer(s) {unknown}: pick from {sorted(SCORERS)}")
+    if "simulation" in names and simulation_mode == "logprobs" and backend == "lexical":
+        raise ValueError(
+            "simulation mode 'logprobs' needs prompt logprobs, which the lexical baseline does "
+            "not give: set score.simulation.mode to json or auto"
+        )
+    return list(dict.fromkeys(names))
+
+
+def make_scorer(name: str, ctx: ScoreContext) -> Scorer:
+    return SCORERS[name](ctx)

@@ -1,0 +1,224 @@
+"""``score``: stream every (latent, explanation) through the scorers; write
+``scores/<scorer>.parquet`` (one row per latent and explanation) and
+``scores/<scorer>.examples.parquet`` (one row per example). Columns in docs/score.md.
+Resumable: a (hookpoint, latent, explanation_id, scorer config) already scored is skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from autointerp.config import RunConfig
+from autointerp.explainers.run import check_latents, explanations_path
+from autointerp.runner.examples import LatentExamples, examples_hash, iter_latent_examples
+from autointerp.runner.progress import StageProgress
+from autointerp.runner.session import open_client, run_vocab
+from autointerp.runner.stream import stream
+from autointerp.runner.table import PartTable
+from autointerp.runner.usage import record_usage
+from autointerp.scorers.base import ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.registry import check_scorers, make_scorer
+
+log = logging.getLogger(__name__)
+KEY = ["hookpoint", "latent", "explanation_id", "config_hash"]
+Explanation = dict[str, Any]
+
+
+def scores_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "scores"
+
+
+def load_explanations(run_dir: Path) -> pl.DataFrame:
+    """The selected explanation of every latent (of every explainer config) in the run."""
+    path = explanations_path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {path.name} in {run_dir}: run `autointerp explain {run_dir}` first, or "
+            "`autointerp rescore` with a file of explanations"
+        )
+    return pl.read_parquet(path).filter(pl.col("selected"))
+
+
+def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> dict[str, Any]:
+    t = res.tally
+    return {
+        "hookpoint": e["hookpoint"],
+        "latent": int(e["latent"]),
+        "explanation_id": e["explanation_id"],
+        "config_hash": chash,
+        "scorer": scorer.name,
+        "explainer": e.get("explainer"),
+        "explanation": e.get("explanation"),
+        "status": res.status,
+        "error": res.error,
+        "model": scorer.ctx.llm_model,
+        "n_examples": res.n_examples,
+        "n_lost": res.n_lost,
+        "n_requests": t.requests,
+        "n_failed_requests": t.failed,
+        "prompt_tokens": t.prompt_tokens,
+        "completion_tokens": t.completion_tokens,
+        "cost_usd": t.cost_usd,
+        "latency_s": t.latency_s,
+        **{k: float(v) for k, v in res.metrics.items()},
+    }
+
+
+class _Outputs:
+    """The two tables of each scorer."""
+
+    def __init__(self, run_dir: Path, names: list[str], flush_rows: int) -> None:
+        d = scores_dir(run_dir)
+        self.latent = {n: PartTable(d / f"{n}.parquet", KEY, flush_rows=flush_rows) for n in names}
+        self.examples = {
+            n: PartTable(d / f"{n}.examples.parquet", KEY, sort=False, flush_rows=flush_rows * 50)
+            for n in names
+        }
+
+    def done(self, name: str) -> set[tuple[Any, ...]]:
+        return self.latent[name].done_keys()
+
+    def add(self, scorer: Scorer, chash: str, e: Explanation, res: ScoreResult) -> None:
+        self.latent[scorer.name].add([_score_row(e, scorer, chash, res)])
+        if res.examples:
+            key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
+            df = pl.DataFrame(
+                [{**key, "config_hash": chash, **r} for r in res.examples], infer_schema_length=None
+            )
+            self.examples[scorer.name].add(df)
+
+    def flush(self) -> None:
+        for t in (*self.latent.values(), *self.examples.values()):
+            t.flush()
+
+    def close(self) -> dict[str, Path]:
+        out = {}
+        for name, t in self.latent.items():
+            path = t.close()
+            self.examples[name].close()
+            if path is not None:
+                out[name] = path
+        return out
+
+
+async def _score_one(scorer: Scorer, ex: LatentExamples, e: Explanation, llm: Any) -> ScoreResult:
+    if e.get("status") != "ok" or not e.get("explanation"):
+        status = e.get("status") if e.get("status") in ("skipped", "failed") else "failed"
+        return ScoreResult(status=status, error=f"explanation {status}: {e.get('error')}")
+    if ex.skipped is not None:
+        return ScoreResult(status="skipped", error=f"no examples: {ex.skipped}")
+    try:
+        return await scorer.score(ex, e["explanation"], llm)
+    except Exception as err:  # one latent's bug must not lose the rest of the run
+        log.exception("scorer %s failed on latent %s", scorer.name, ex.latent)
+        return ScoreResult(status="failed", error=f"{type(err).__name__}: {err}")
+
+
+def score(
+    run_dir: str | Path,
+    config: RunConfig,
+    scorers: Sequence[str] | None = None,
+    hookpoints: Sequence[str] | None = None,
+    latents: Sequence[int] | None = None,
+    explanations: pl.DataFrame | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Score explanations (default: the selected ones in ``explanations.parquet``) with each
+    scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``."""
+    run_dir = Path(run_dir)
+    names = check_scorers(
+        list(scorers or config.score.scorers), config.llm.backend, config.score.simulation.mode
+    )
+    expl = load_explanations(run_dir) if explanations is None else explanations
+    if hookpoints:
+        expl = expl.filter(pl.col("hookpoint").is_in([h.replace(":", "@") for h in hookpoints]))
+    if latents is not None:
+        expl = expl.filter(pl.col("latent").is_in(list(latents)))
+    seed = config.seed if config.score.seed is None else config.score.seed
+    outputs = _Outputs(run_dir, names, config.score.flush_rows)
+    done = {n: outputs.done(n) for n in names}
+    work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]] = defaultdict(dict)
+    forced: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    n_pairs = 0
+    for hp in sorted(expl["hookpoint"].unique().to_list()):
+        sub = expl.filter(pl.col("hookpoint") == hp)
+        check_latents(run_dir, hp, sub["latent"].unique().to_list())
+        ctx = ScoreContext(
+            config=config.score,
+            seed=seed,
+            llm_model=config.llm.model,
+            backend=config.llm.backend,
+            examples_hash=examples_hash(run_dir, hp),
+        )
+        built = [(make_scorer(n, ctx), None) for n in names]
+        for scorer, _ in built:
+            chash = scorer.config_hash()
+            for e in sub.iter_rows(named=True):
+                key = (hp, int(e["latent"]), e["explanation_id"], chash)
+                if key in done[scorer.name] and not force:
+                    continue
+                if force:
+                    forced[scorer.name].append(dict(zip(KEY, key, strict=True)))
+                work[hp].setdefault(int(e["latent"]), []).append((e, scorer, chash))
+                n_pairs += 1
+    for name, keys in forced.items():
+        frame = pl.DataFrame(
+            keys,
+            schema={
+                "hookpoint": pl.String,
+                "latent": pl.Int64,
+                "explanation_id": pl.String,
+                "config_hash": pl.String,
+            },
+        )
+        frame = frame.with_columns(pl.col("latent").cast(pl.Int32))
+        outputs.latent[name].drop(frame)
+        outputs.examples[name].drop(frame)
+    log.info("%d (latent, explanation, scorer) to score", n_pairs)
+    if n_pairs:
+        asyncio.run(_run(run_dir, config, work, outputs, progress))
+    return outputs.close()
+
+
+async def _run(
+    run_dir: Path,
+    config: RunConfig,
+    work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
+    outputs: _Outputs,
+    progress: bool,
+) -> None:
+    client = open_client(config, run_dir)
+    total = sum(len(v) for v in work.values())
+
+    def items() -> Iterator[LatentExamples]:
+        for hp, by_latent in work.items():
+            vocab = run_vocab(run_dir, config, hp)
+            yield from iter_latent_examples(run_dir, hp, vocab, ["test"], sorted(by_latent))
+
+    async def one(ex: LatentExamples) -> list[ScoreResult]:
+        jobs = work[ex.hookpoint][ex.latent]
+        return list(await asyncio.gather(*(_score_one(s, ex, e, client) for e, s, _ in jobs)))
+
+    limit = config.score.latents_in_flight or max(8, 4 * config.llm.concurrency)
+    try:
+        with StageProgress("score", total, client.usage, progress) as bar:
+
+            def done(ex: LatentExamples, results: list[ScoreResult]) -> None:
+                for (e, scorer, chash), res in zip(
+                    work[ex.hookpoint][ex.latent], results, strict=True
+                ):
+                    outputs.add(scorer, chash, e, res)
+                bar.update()
+
+            await stream(items(), one, done, limit)
+    finally:
+        outputs.flush()
+        await client.aclose()
+        record_usage(run_dir, "score", client, latents=total)

@@ -1,0 +1,244 @@
+"""Simulation: the judge predicts every token's activation (0..10) from the explanation; the
+score is the Pearson correlation with the true activations over all tokens of the latent's
+windows (contrast windows included), and per quantile bin (that bin's windows with the
+contrast windows). Pearson is invariant to the per-latent scale, so raw activations serve.
+
+Two ways to ask:
+- ``logprobs``: one completion prompt lists the tokens one per line, each followed by a tab
+  and a placeholder; the prompt logprobs at each placeholder give the judge's distribution
+  over the digits 0..10 there, and the prediction is its expected value. All tokens of all
+  windows of the prompt in ONE forward pass (in-process vLLM, or a vLLM server's completions
+  API with ``prompt_logprobs``).
+- ``json``: the judge writes ``{"activations": [[...], ...]}``; lists are validated (a window
+  whose list has the wrong length is lost, never filled with zeros).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from autointerp import prompts
+from autointerp.llm.client import LLMClient
+from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
+from autointerp.runner.examples import LatentExamples
+from autointerp.scorers.base import Scorer, ScoreResult, Tally, seeded_rng
+from autointerp.scorers.judge import batches
+from autointerp.scorers.metrics import pearson_metrics
+
+PLACEHOLDER = "unknown"
+JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "activations": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+    },
+    "required": ["activations"],
+}
+
+
+def _line_token(tok: str) -> str:
+    return tok.replace("\t", "\\t") or " "
+
+
+def logprob_prompt(explanation: str, windows: list[list[str]]) -> tuple[str, list[list[int]]]:
+    """The completion prompt and, per window, the character offset of each token's
+    placeholder in it."""
+    head = prompts.render("simulation_logprobs", explanation=explanation, lines="")
+    text, offsets = head, []
+    for w, strings in enumerate(windows):
+        if w:
+            text += "\n"
+        spots = []
+        for tok in strings:
+            text += _line_token(tok) + "\t"
+            spots.append(len(text))
+            text += PLACEHOLDER + "\n"
+        offsets.append(spots)
+    return text, offsets
+
+
+def token_starts(prompt: str, positions: list[TokenLogprob]) -> list[int]:
+    """Start offset of each prompt token in ``prompt``, found in order (tolerates tokens
+    shown without their whitespace); -1 where a token cannot be placed."""
+    starts, cursor = [], 0
+    for pos in positions:
+        tok = pos.token
+        if not tok:
+            starts.append(-1)
+            continue
+        at = prompt.find(tok, cursor)
+        if at < 0:
+            starts.append(-1)
+            continue
+        starts.append(at)
+        cursor = at + len(tok)
+    return starts
+
+
+def expected_digit(pos: TokenLogprob) -> float | None:
+    """Expected value over the digit tokens 0..10 among the top alternatives (renormalised)."""
+    mass = total = 0.0
+    for alt in pos.top:
+        core = alt.token.strip()
+        if core.isdigit() and int(core) <= 10:
+            p = math.exp(alt.logprob)
+            mass += p * int(core)
+            total += p
+    return mass / total if total > 0 else None
+
+
+def read_logprob_predictions(
+    response: LLMResponse, prompt: str, offsets: list[list[int]]
+) -> list[tuple[list[float] | None, str | None]]:
+    if not response.ok:
+        return [(None, response.error)] * len(offsets)
+    if not response.prompt_logprobs:
+        return [(None, "backend returned no prompt logprobs")] * len(offsets)
+    starts = token_starts(prompt, response.prompt_logprobs)
+    index = {s: i for i, s in enumerate(starts) if s >= 0}
+    out: list[tuple[list[float] | None, str | None]] = []
+    for spots in offsets:
+        preds = []
+        for s in spots:
+            i = index.get(s)
+            value = expected_digit(response.prompt_logprobs[i]) if i is not None else None
+            if value is None:
+                break
+            preds.append(value)
+        if len(preds) == len(spots):
+            out.append((preds, None))
+        else:
+            out.append((None, "no digit distribution at a token's placeholder"))
+    return out
+
+
+def read_json_predictions(
+    response: LLMResponse, lengths: list[int]
+) -> list[tuple[list[float] | None, str | None]]:
+    if not response.ok:
+        return [(None, response.error)] * len(lengths)
+    parsed = response.parsed
+    acts = parsed.get("activations") if isinstance(parsed, dict) else None
+    if not isinstance(acts, list) or len(acts) != len(lengths):
+        got = len(acts) if isinstance(acts, list) else type(acts).__name__
+        return [(None, f"expected {len(lengths)} activation lists, got {got}")] * len(lengths)
+    out: list[tuple[list[float] | None, str | None]] = []
+    for values, n in zip(acts, lengths, strict=True):
+        if not isinstance(values, list) or len(values) != n:
+            got = len(values) if isinstance(values, list) else type(values).__name__
+            out.append((None, f"expected {n} numbers, got {got}"))
+        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out.append((None, "non-numeric activation in the answer"))
+        else:
+            out.append(([min(10.0, max(0.0, float(v))) for v in values], None))
+    return out
+
+
+class SimulationScorer(Scorer):
+    name = "simulation"
+
+    def mode(self) -> str:
+        mode = self.config.simulation.mode
+        if mode == "auto":
+            return "logprobs" if self.ctx.backend == "vllm" else "json"
+        return mode
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "resolved_mode": self.mode()}
+
+    def _request(self, explanation: str, chunk: list[list[str]], tags: dict[str, Any]):
+        cfg = self.config.simulation
+        if self.mode() == "logprobs":
+            prompt, offsets = logprob_prompt(explanation, chunk)
+            req = LLMRequest(
+                prompt=prompt,
+                sampling=SamplingParams(temperature=0.0, max_tokens=1),
+                prompt_logprobs=cfg.top_logprobs,
+                tags=tags,
+            )
+            return req, (prompt, offsets)
+        shown = "\n".join(
+            f"{i}. {json.dumps(t, ensure_ascii=False)}" for i, t in enumerate(chunk, 1)
+        )
+        req = LLMRequest(
+            messages=[
+                ChatMessage(role="system", content=prompts.text("simulation_system")),
+                ChatMessage(
+                    role="user",
+                    content=prompts.render(
+                        "simulation_user", explanation=explanation, examples=shown
+                    ),
+                ),
+            ],
+            sampling=SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens),
+            json_schema=JSON_SCHEMA,
+            task={"kind": "simulate", "explanation": explanation, "examples": chunk},
+            tags=tags,
+        )
+        return req, None
+
+    async def score(
+        self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"
+    ) -> ScoreResult:
+        rows = list(ex.windows(split).iter_rows(named=True))
+        if not rows:
+            return ScoreResult(status="skipped", error=f"no {split} windows")
+        strings = [ex.token_strings(r["tokens"]) for r in rows]
+        rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split)
+        chunks = batches(len(rows), self.config.simulation.examples_per_prompt, rng)
+        tags = {"stage": f"score:{self.name}", "latent": f"{ex.hookpoint}:{ex.latent}"}
+        built = [self._request(explanation, [strings[i] for i in c], tags) for c in chunks]
+        responses = await asyncio.gather(*(llm.generate(req) for req, _ in built))
+        tally = Tally()
+        preds: list[list[float] | None] = [None] * len(rows)
+        errors: list[str | None] = [None] * len(rows)
+        for chunk, (_, extra), resp in zip(chunks, built, responses, strict=True):
+            tally.add(resp)
+            if extra is not None:
+                got = read_logprob_predictions(resp, *extra)
+            else:
+                got = read_json_predictions(resp, [len(strings[i]) for i in chunk])
+            for i, (p, err) in zip(chunk, got, strict=True):
+                preds[i], errors[i] = p, err
+        return self._result(rows, preds, errors, tally, split)
+
+    def _result(self, rows, preds, errors, tally, split) -> ScoreResult:
+        ok = [i for i, p in enumerate(preds) if p is not None]
+        truth = [np.asarray(rows[i]["activations"], dtype=np.float64) for i in ok]
+        pred = [np.asarray(preds[i], dtype=np.float64) for i in ok]
+        groups = np.array(
+            [-1 if rows[i]["kind"] != "activating" else int(rows[i]["quantile"] or 0) for i in ok],
+            dtype=np.int64,
+        )
+        metrics = pearson_metrics(
+            truth, pred, groups, n_boot=self.config.n_boot, seed=self.ctx.seed
+        )
+        examples = [
+            {
+                "split": split,
+                "kind": r["kind"],
+                "sampler": r["sampler"],
+                "quantile": r["quantile"],
+                "seq_id": r["seq_id"],
+                "start": r["start"],
+                "truth": [float(a) for a in r["activations"]],
+                "prediction": preds[i],
+                "error": errors[i],
+            }
+            for i, r in enumerate(rows)
+        ]
+        result = ScoreResult(
+            metrics=metrics,
+            examples=examples,
+            n_examples=len(ok),
+            n_lost=len(rows) - len(ok),
+            tally=tally,
+        )
+        if not ok:
+            result.status = "failed"
+            result.error = f"every simulation answer failed: {next(e for e in errors if e)}"
+        return result

@@ -1,0 +1,94 @@
+"""Run summary: per scorer (and explainer), the mean of each headline metric over latents
+with a bootstrap CI, the mean chance level beside it, and how many latents were scored,
+skipped and failed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from autointerp.scorers.metrics import mean_ci
+from autointerp.scorers.registry import HEADLINE
+
+COLUMNS = [
+    "scorer",
+    "explainer",
+    "metric",
+    "mean",
+    "ci_lo",
+    "ci_hi",
+    "chance",
+    "latents",
+    "scored",
+    "skipped",
+    "failed",
+    "examples_lost",
+]
+
+
+def summarize(run_dir: str | Path, scorers: list[str] | None = None, seed: int = 0) -> pl.DataFrame:
+    """One row per (scorer, explainer, headline metric); columns in docs/score.md."""
+    folder = Path(run_dir) / "scores"
+    rows = []
+    for name, metrics in HEADLINE.items():
+        path = folder / f"{name}.parquet"
+        if (scorers and name not in scorers) or not path.is_file():
+            continue
+        df = pl.read_parquet(path)
+        for (explainer,), g in df.group_by(["explainer"], maintain_order=True):
+            ok = g.filter(pl.col("status") == "ok")
+            counts = {
+                "latents": g.select(["hookpoint", "latent"]).unique().height,
+                "scored": ok.height,
+                "skipped": g.filter(pl.col("status") == "skipped").height,
+                "failed": g.filter(pl.col("status") == "failed").height,
+                "examples_lost": int(g["n_lost"].sum()),
+            }
+            for metric in metrics:
+                values = ok[metric].to_numpy() if metric in ok.columns else np.zeros(0)
+                mean, lo, hi = mean_ci(values.astype(np.float64), seed=seed)
+                chance_col = f"{metric}_chance"
+                chance = (
+                    float(np.nanmean(ok[chance_col].to_numpy()))
+                    if chance_col in ok.columns and ok.height
+                    else float("nan")
+                )
+                rows.append(
+                    {
+                        "scorer": name,
+                        "explainer": explainer,
+                        "metric": metric,
+                        "mean": mean,
+                        "ci_lo": lo,
+                        "ci_hi": hi,
+                        "chance": chance,
+                        **counts,
+                    }
+                )
+    return (
+        pl.DataFrame(
+            rows, schema_overrides={c: pl.Float64 for c in ("mean", "ci_lo", "ci_hi", "chance")}
+        )
+        if rows
+        else pl.DataFrame(schema={c: pl.String for c in COLUMNS})
+    )
+
+
+def format_summary(df: pl.DataFrame) -> list[str]:
+    """Plain-text lines of a summary table (what ``autointerp score`` prints)."""
+    if df.is_empty():
+        return ["(no scores yet)"]
+    lines = [
+        f"{'scorer':<11} {'explainer':<18} {'metric':<18} {'mean [95% CI]':<22} {'chance':>7}  "
+        "scored/skipped/failed  lost"
+    ]
+    for r in df.iter_rows(named=True):
+        ci = f"{r['mean']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
+        lines.append(
+            f"{r['scorer']:<11} {str(r['explainer'])[:18]:<18} {r['metric']:<18} {ci:<22} "
+            f"{r['chance']:>7.3f}  {r['scored']}/{r['skipped']}/{r['failed']}"
+            f"{'':<10}{r['examples_lost']}"
+        )
+    return lines

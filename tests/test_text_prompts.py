@@ -1,0 +1,75 @@
+"""Display text: tokens decoded one by one, highlighting that round-trips; every prompt renders."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from autointerp import prompts
+from autointerp.config import DEMO_MODEL
+from autointerp.text import NEWLINE, Vocab, highlight, highlighted_spans, token_spans
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(DEMO_MODEL, local_files_only=True)
+
+
+def test_vocab_decodes_token_by_token_never_batch_decode(tokenizer, monkeypatch) -> None:
+    def boom(*a, **k):
+        raise AssertionError("batch_decode joins a 1-D tensor into one string: never use it")
+
+    monkeypatch.setattr(type(tokenizer), "batch_decode", boom)
+    vocab = Vocab.from_tokenizer(tokenizer)
+    assert len(vocab.strings) == len(tokenizer)
+    ids = tokenizer("def f(x):\n    return x")["input_ids"]
+    assert vocab.tokens(ids) == [tokenizer.decode([i]).replace("\n", NEWLINE) for i in ids]
+    assert len(vocab.tokens(ids)) == len(ids)  # one string per token, not one joined string
+
+
+def test_highlighted_window_round_trips_to_its_tokens(tokenizer) -> None:
+    vocab = Vocab.from_tokenizer(tokenizer)
+    text = "for item in items:\n    if item.value > 0 and x < y:\n        total += item.value"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    strings = vocab.tokens(ids)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = rng.random(len(ids)) < 0.3
+        text = highlight(strings, mask)
+        plain, spans = highlighted_spans(text)
+        assert plain == "".join(strings) == vocab.text(ids)
+        assert spans == token_spans(strings, mask)
+        # every highlighted token's text lies inside a marked span, every other outside
+        pos = 0
+        for tok, on in zip(strings, mask, strict=True):
+            inside = any(a <= pos and pos + len(tok) <= b for a, b in spans)
+            assert inside == bool(on) or tok == ""
+            pos += len(tok)
+
+
+def test_highlight_merges_runs() -> None:
+    assert highlight(["a", "b", "c", "d"], [False, True, True, False]) == "a<<bc>>d"
+    assert highlight(["a", "b"], [True, True]) == "<<ab>>"
+
+
+def test_every_prompt_template_renders() -> None:
+    names = prompts.names()
+    assert {"explain_system", "detection_system", "fuzzing_system", "simulation_logprobs"} <= set(
+        names
+    )
+    for name in names:
+        fields = {
+            m.group("named") or m.group("braced")
+            for m in string.Template.pattern.finditer(prompts.text(name))
+            if m.group("named") or m.group("braced")
+        }
+        out = prompts.render(name, **{f: f"<{f}>" for f in fields})
+        assert "$" not in out.replace("$$", "")
+        for f in fields:
+            assert f"<{f}>" in out
+    turns = prompts.fewshot("explain_fewshot")
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert '"explanation"' in turns[1].content
