@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "llm"))  # fake_server, llm_helpers
 
 
 def build_tiny_llama(path: Path, vocab_size: int = 96, hidden: int = 32, layers: int = 2) -> Path:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from autointerp.config import DEMO_MODEL
+
 QUANTILES = (10, 25, 50, 75, 90, 99)
 
 
@@ -71,7 +73,7 @@ def write_nonzeros(
         "format_version": 1,
         "hookpoint": hookpoint,
         "capture": "output",
-        "model": "synthetic",
+        "model": DEMO_MODEL,  # token ids are displayed with the demo tokenizer
         "coder": coder,
         "coder_format": "synthetic",
         "n_latents": n_latents,

@@ -66,13 +66,14 @@ class SparseEncoder:
         acts = self._capture.run(ids)
         out: dict[str, Nonzeros] = {}
         off = 1 if self.skip_first else 0
+        width = ids.shape[1] - off
         for spec, coder in self.coders.items():
-            x = acts[spec]
-            if off:
-                x = x[:, off:, :]
-            width = x.shape[1]
-            flat = x.reshape(-1, x.shape[-1]).to(self._dtypes[spec])
-            sparse = coder.encode_sparse(flat)
+            if getattr(coder, "reads_tokens", False):  # a planted coder: rules over token ids
+                sparse = coder.encode_tokens(ids[:, off:])  # type: ignore[attr-defined]
+            else:
+                x = acts[spec][:, off:, :]
+                flat = x.reshape(-1, x.shape[-1]).to(self._dtypes[spec])
+                sparse = coder.encode_sparse(flat)
             rows = sparse.rows
             out[spec] = Nonzeros(
                 latent=sparse.latents.to(torch.int32).cpu().numpy(),

@@ -52,9 +52,14 @@ def fingerprint(config: RunConfig, spec: str) -> str:
 
 
 def load_hookpoint(
-    model: torch.nn.Module, config: RunConfig, spec: str, device: torch.device
+    model: torch.nn.Module,
+    config: RunConfig,
+    spec: str,
+    device: torch.device,
+    tokenizer: Any = None,
 ) -> tuple[Hookpoint, SparseCoder]:
-    """Parse and resolve a hookpoint, load its coder, and check the widths agree."""
+    """Parse and resolve a hookpoint, load its coder, and check the widths agree (a coder that
+    reads tokens, e.g. the planted coder, gets the tokenizer instead of a width check)."""
     from autointerp.coders.loader import check_width, load_coder
     from autointerp.subject.hookpoints import hookpoint_width, parse_hookpoint, resolve_module
 
@@ -66,7 +71,12 @@ def load_hookpoint(
     if coder.capture != hp.capture and ":" not in spec and "@" not in spec:
         hp = parse_hookpoint(spec, default_capture=coder.capture)  # transcoders read inputs
         resolve_module(model, hp)
-    check_width(coder, hookpoint_width(model, hp), hp.spec)
+    if getattr(coder, "reads_tokens", False):
+        if tokenizer is None:
+            raise ValueError(f"coder {config.coder.path} reads tokens: pass the tokenizer")
+        coder.bind_tokenizer(tokenizer)  # type: ignore[attr-defined]
+    else:
+        check_width(coder, hookpoint_width(model, hp), hp.spec)
     return hp, coder
 
 
@@ -79,7 +89,7 @@ def prepare(config: RunConfig) -> Prepared:
     jobs: list[Job] = []
     seen: set[str] = set()
     for spec in config.cache.hookpoints:
-        hp, coder = load_hookpoint(model, config, spec, device)
+        hp, coder = load_hookpoint(model, config, spec, device, tokenizer)
         if hp.spec in seen:
             continue
         seen.add(hp.spec)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import list_repo_files, snapshot_download
 
-from autointerp.coders import dictionary_learning, gemma_scope, sae_lens, sparsify
+from autointerp.coders import dictionary_learning, gemma_scope, planted, sae_lens, sparsify
 from autointerp.coders._io import safetensors_keys
 from autointerp.coders.base import CoderLoadError, CoderShapeError, SparseCoder
 
@@ -25,10 +25,12 @@ LOADERS: dict[str, Callable[[Path], SparseCoder]] = {
     "sae_lens": sae_lens.load,
     "gemma_scope": gemma_scope.load,
     "dictionary_learning": dictionary_learning.load,
+    "planted": planted.load,
 }
 NEEDS = (
     "sparsify: cfg.json + sae.safetensors; sae_lens: cfg.json + sae_weights.safetensors; "
-    "gemma_scope: params.npz or params.safetensors; dictionary_learning: ae.pt + config.json"
+    "gemma_scope: params.npz or params.safetensors; dictionary_learning: ae.pt + config.json; "
+    "planted: planted.json"
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:.+)?$")
 
@@ -53,6 +55,8 @@ def detect_format(folder: Path) -> str:
     if not folder.is_dir():
         raise CoderLoadError(f"coder folder {folder} does not exist: pass an existing folder")
     names = {p.name for p in folder.iterdir() if p.is_file()}
+    if planted.FILE_NAME in names:
+        return "planted"
     if "sae.safetensors" in names and "cfg.json" in names:
         if "encoder.weight" in safetensors_keys(folder / "sae.safetensors"):
             return "sparsify"
