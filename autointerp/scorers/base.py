@@ -24,10 +24,12 @@ from autointerp.scorers.config import ScoreConfig
 
 @dataclass
 class Tally:
-    """LLM usage of one (latent, explanation, scorer)."""
+    """LLM usage of one (latent, explanation, scorer): what its answers cost, whether this run
+    paid for them or they came from the response cache (``cached`` counts those)."""
 
     requests: int = 0
     failed: int = 0
+    cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -36,11 +38,11 @@ class Tally:
     def add(self, r: LLMResponse) -> None:
         self.requests += 1
         self.failed += 0 if r.ok else 1
-        if not r.cached:
-            self.prompt_tokens += r.prompt_tokens
-            self.completion_tokens += r.completion_tokens
-            self.cost_usd += r.cost_usd
-        self.latency_s += r.latency_s
+        self.cached += int(r.cached)
+        self.prompt_tokens += r.prompt_tokens
+        self.completion_tokens += r.completion_tokens
+        self.cost_usd += r.cost_usd
+        self.latency_s += 0.0 if r.cached else r.latency_s
 
 
 @dataclass
@@ -97,6 +99,10 @@ class Scorer(ABC):
     def config_hash(self) -> str:
         blob = json.dumps(self.settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def empty_metrics(self) -> dict[str, float]:
+        """The scorer's metric columns, all NaN: the row of a latent that got no number."""
+        return {}
 
     @abstractmethod
     async def score(

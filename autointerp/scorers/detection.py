@@ -3,10 +3,13 @@ windows? Windows are shown plain (no highlighting), activating and contrast mixe
 
 from __future__ import annotations
 
+import numpy as np
+
 from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples
 from autointerp.scorers.base import Scorer, ScoreResult, seeded_rng
 from autointerp.scorers.judge import Item, judge, request, window_meta
+from autointerp.scorers.metrics import binary_metrics
 
 
 class DetectionScorer(Scorer):
@@ -25,6 +28,9 @@ class DetectionScorer(Scorer):
                 )
             )
         return out
+
+    def empty_metrics(self) -> dict[str, float]:
+        return binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
 
     async def score(
         self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"

@@ -12,6 +12,7 @@ from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import Scorer, ScoreResult, seeded_rng
 from autointerp.scorers.judge import Item, judge, request, window_meta
+from autointerp.scorers.metrics import binary_metrics
 from autointerp.text import highlight
 
 
@@ -64,6 +65,9 @@ class FuzzingScorer(Scorer):
             meta=window_meta(r, split, variant),
             highlighted=mask.astype(int).tolist(),
         )
+
+    def empty_metrics(self) -> dict[str, float]:
+        return binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
 
     async def score(
         self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"

@@ -66,7 +66,7 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "completion_tokens": t.completion_tokens,
         "cost_usd": t.cost_usd,
         "latency_s": t.latency_s,
-        **{k: float(v) for k, v in res.metrics.items()},
+        **{k: float(v) for k, v in (res.metrics or scorer.empty_metrics()).items()},
     }
 
 

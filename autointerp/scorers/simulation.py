@@ -147,6 +147,9 @@ class SimulationScorer(Scorer):
             return "logprobs" if self.ctx.backend == "vllm" else "json"
         return mode
 
+    def empty_metrics(self) -> dict[str, float]:
+        return pearson_metrics([], [])
+
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "resolved_mode": self.mode()}
 
