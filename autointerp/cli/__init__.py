@@ -3,6 +3,7 @@ One module per command; they share ``common`` (options, config resolution, error
 
 from autointerp.cli import (  # noqa: F401 - importing registers each command on ``app``
     cache,
+    calibrate,
     demo,
     explain,
     llm,
