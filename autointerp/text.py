@@ -16,16 +16,19 @@ from typing import Any
 import numpy as np
 
 OPEN, CLOSE = "<<", ">>"
-NEWLINE = "↵"  # newlines inside a window are shown as this character, so a window is one line
+NEWLINE = "↵"  # how one_line() shows a newline (previews, logs); prompts keep real newlines
 # a marked run ends at the LAST ">>" of a run of ">" (the text itself may end in ">")
 _SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
 
 
 class Vocab:
-    """The display string of every token id (decoded alone), with newlines made visible."""
+    """The display string of every token id, decoded alone. Newlines stay real newlines:
+    prompts show windows as blocks (a visible stand-in such as "↵" costs a third more tokens
+    and breaks the tokenizer's merges of a newline with the indentation after it)."""
 
     def __init__(self, strings: Sequence[str]) -> None:
-        self.strings: list[str] = [s.replace("\r", "").replace("\n", NEWLINE) for s in strings]
+        self.strings: list[str] = [s.replace("\r", "") for s in strings]
+        self._array = np.array(self.strings + [""], dtype=object)  # last: out-of-range ids
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> Vocab:
@@ -33,8 +36,28 @@ class Vocab:
         return cls([tokenizer.decode([i]) for i in range(n)])
 
     def tokens(self, ids: Sequence[int] | np.ndarray) -> list[str]:
-        s = self.strings
-        return [s[int(i)] if 0 <= int(i) < len(s) else "" for i in ids]
+        idx = np.asarray(ids, dtype=np.int64)
+        n = len(self.strings)
+        idx = np.where((idx >= 0) & (idx < n), idx, n)
+        return self._array[idx].tolist()
+
+    def window_strings(self, windows: Any) -> list[list[str]]:
+        """Token strings of many windows at once (a polars list column or a list of lists)."""
+        import polars as pl
+
+        col = windows if isinstance(windows, pl.Series) else pl.Series(list(windows))
+        if col.is_empty():
+            return []
+        lengths = col.list.len().fill_null(0).to_numpy().astype(np.int64)
+        # arrow's flatten drops null and empty lists (explode would give them a null element)
+        flat = np.asarray(col.to_arrow().flatten().fill_null(-1), dtype=np.int64)
+        n = len(self.strings)
+        flat = np.where((flat >= 0) & (flat < n), flat, n)
+        values = self._array[flat]
+        ends = np.cumsum(lengths)
+        return [
+            values[e - k : e].tolist() for e, k in zip(ends.tolist(), lengths.tolist(), strict=True)
+        ]
 
     def text(self, ids: Sequence[int] | np.ndarray) -> str:
         return "".join(self.tokens(ids))
@@ -42,16 +65,36 @@ class Vocab:
 
 @lru_cache(maxsize=8)
 def _load_vocab(model: str) -> Vocab:
+    folder = Path(model)
+    if (folder / "tokenizer.json").is_file():
+        # the fast tokenizer's own file: no transformers import (seconds saved per stage)
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        return Vocab(
+            [tok.decode([i], skip_special_tokens=False) for i in range(tok.get_vocab_size())]
+        )
     from transformers import AutoTokenizer
 
-    local = Path(model).is_dir()
-    tok = AutoTokenizer.from_pretrained(model, local_files_only=local)
-    return Vocab.from_tokenizer(tok)
+    return Vocab.from_tokenizer(
+        AutoTokenizer.from_pretrained(model, local_files_only=folder.is_dir())
+    )
 
 
 def vocab_for(model: str) -> Vocab:
     """The vocab of a subject model (hub id or folder), loaded once per process."""
     return _load_vocab(str(model))
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: newlines shown as ``↵`` (for previews and logs)."""
+    return text.replace("\n", NEWLINE)
+
+
+def excerpts(texts: Sequence[str]) -> str:
+    """Windows as numbered blocks: ``1.`` on its own line, then the window's text (which may
+    span lines); blocks separated by a blank line. (Half the tokens of ``Excerpt 1:``.)"""
+    return "\n\n".join(f"{i}.\n{t}" for i, t in enumerate(texts, 1))
 
 
 def highlight(tokens: Sequence[str], mask: Sequence[bool] | np.ndarray) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
-_NUMBERED = re.compile(r"^(\d+)\. (.*)$")
+_EXCERPT = re.compile(r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\Z)", re.DOTALL | re.MULTILINE)
 
 
 def keys(explanation: str) -> set[str]:
@@ -49,25 +49,30 @@ class ScriptedJudge:
     fuzz: Callable[[str, list[str], str], bool] = default_fuzz
     simulate: Callable[[str, list[str]], list[int]] = default_simulate
     seen: list[tuple[str, str]] = field(default_factory=list)  # (task, user message)
+    record: bool = True  # keep what was asked in ``seen`` (off in long benchmarks)
+
+    def _seen(self, task: str, user: str) -> None:
+        if self.record:
+            self.seen.append((task, user))
 
     def __call__(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         system = messages[0]["content"] if messages else ""
         user = messages[-1]["content"] if messages else ""
         if "You describe one feature" in system:
-            self.seen.append(("explain", user))
+            self._seen("explain", user)
             return json.dumps({"explanation": self.explain(user)})
         explanation = user.splitlines()[0].removeprefix("Description: ")
-        examples = [m.group(2) for line in user.splitlines() if (m := _NUMBERED.match(line))]
+        examples = [m.group(2) for m in _EXCERPT.finditer(user)]
         if "are exactly what the feature" in system:
-            self.seen.append(("fuzzing", user))
+            self._seen("fuzzing", user)
             answers = [int(self.fuzz(explanation, SPAN.findall(ex), ex)) for ex in examples]
             return json.dumps({"answers": answers})
         if "would fire somewhere in it" in system:
-            self.seen.append(("detection", user))
+            self._seen("detection", user)
             return json.dumps({"answers": [int(self.detect(explanation, ex)) for ex in examples]})
         if "predict, from its description" in system:
-            self.seen.append(("simulation", user))
+            self._seen("simulation", user)
             acts = [self.simulate(explanation, json.loads(ex)) for ex in examples]
             return json.dumps({"activations": acts})
         return "I do not understand."

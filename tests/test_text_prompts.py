@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from autointerp import prompts
 from autointerp.config import DEMO_MODEL
-from autointerp.text import NEWLINE, Vocab, highlight, highlighted_spans, token_spans
+from autointerp.text import Vocab, excerpts, highlight, highlighted_spans, one_line, token_spans
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_vocab_decodes_token_by_token_never_batch_decode(tokenizer, monkeypatch)
     vocab = Vocab.from_tokenizer(tokenizer)
     assert len(vocab.strings) == len(tokenizer)
     ids = tokenizer("def f(x):\n    return x")["input_ids"]
-    assert vocab.tokens(ids) == [tokenizer.decode([i]).replace("\n", NEWLINE) for i in ids]
+    assert vocab.tokens(ids) == [tokenizer.decode([i]) for i in ids]
     assert len(vocab.tokens(ids)) == len(ids)  # one string per token, not one joined string
 
 
@@ -73,3 +73,8 @@ def test_every_prompt_template_renders() -> None:
     turns = prompts.fewshot("explain_fewshot")
     assert [t.role for t in turns] == ["user", "assistant"]
     assert '"explanation"' in turns[1].content
+
+
+def test_excerpt_blocks_and_one_line() -> None:
+    assert excerpts(["a\nb", "c"]) == "1.\na\nb\n\n2.\nc"
+    assert one_line("a\nb") == "a↵b"

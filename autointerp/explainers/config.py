@@ -21,8 +21,8 @@ class ExplainConfig(BaseModel):
         0.0,
         ge=0.0,
         lt=1.0,
-        description="mark tokens whose activation exceeds this fraction of the latent's max "
-        "(at the 0..10 resolution of activations_norm; 0 marks every firing token)",
+        description="mark tokens whose activation is at least this fraction of the latent's "
+        "max (at the 0..10 resolution of activations_norm; 0 marks every firing token)",
     )
     show_activations: bool = Field(
         False, description="after the excerpts, list each marked token with its 0..10 level"
@@ -36,3 +36,21 @@ class ExplainConfig(BaseModel):
         "default", description="best-of-k: the explainer whose prompt writes the candidates"
     )
     k_temperature: float = Field(0.7, gt=0.0, description="best-of-k: sampling temperature")
+
+    def used_by(self, explainer: str) -> dict[str, object]:
+        """The fields an explainer's output depends on (its config hash covers only these)."""
+        prompt = [
+            "n_examples",
+            "highlight_threshold",
+            "show_activations",
+            "reasoning",
+            "max_tokens",
+        ]
+        fields = {
+            "default": [*prompt, "temperature"],
+            "contrastive": [*prompt, "temperature", "n_contrast"],
+            "token-list": ["n_examples", "n_contrast", "top_tokens"],
+            "best-of-k": [*prompt, "k", "k_base", "k_temperature"]
+            + (["n_contrast"] if self.k_base == "contrastive" else []),
+        }[explainer]
+        return {"explainer": explainer, **{f: getattr(self, f) for f in fields}}

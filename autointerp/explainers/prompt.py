@@ -6,35 +6,39 @@ import json
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from autointerp import prompts
 from autointerp.explainers.base import JSON_SCHEMA, JSON_SCHEMA_REASONING
 from autointerp.explainers.config import ExplainConfig
 from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
 from autointerp.runner.examples import LatentExamples, highlight_mask
+from autointerp.text import excerpts, highlight
 
 CONTRAST_ORDER = ("similar", "neighbour", "random")
 
 
-def activating_windows(ex: LatentExamples, n: int) -> pl.DataFrame:
+def activating_windows(ex: LatentExamples, n: int) -> list[dict[str, Any]]:
     """The ``n`` strongest train activating windows (top-k first, then quantile samples)."""
-    df = ex.windows("train", "activating")
-    return df.sort(["max_activation", "seq_id"], descending=[True, False]).head(n)
+    rows = ex.windows("train", "activating")
+    return sorted(rows, key=lambda r: (-r["max_activation"], r["seq_id"]))[:n]
 
 
 def contrast_windows(
     ex: LatentExamples, n: int, kinds: tuple[str, ...] = CONTRAST_ORDER
-) -> pl.DataFrame:
+) -> list[dict[str, Any]]:
     """Up to ``n`` train contrast windows of ``kinds``, look-alikes ('similar', 'neighbour')
     first."""
-    df = ex.windows("train", list(kinds))
     order = {k: i for i, k in enumerate(CONTRAST_ORDER)}
-    return df.sort([pl.col("kind").replace_strict(order, default=9), "rank"]).head(n)
+    rows = ex.windows("train", list(kinds))
+    return sorted(rows, key=lambda r: (order.get(r["kind"], 9), r["rank"]))[:n]
 
 
 def _numbered(lines: list[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def _blocks(texts: list[str]) -> str:
+    return excerpts(texts)
 
 
 def _values_line(tokens: list[str], norm: np.ndarray, mask: np.ndarray) -> str:
@@ -58,23 +62,21 @@ def explain_request(
 ) -> LLMRequest:
     act = activating_windows(ex, config.n_examples)
     shown, values, task_examples = [], [], []
-    for toks, norm, acts in zip(
-        act["tokens"], act["activations_norm"], act["activations"], strict=True
-    ):
-        ids = toks.to_list()
-        strings = ex.token_strings(ids)
-        level = np.asarray(norm.to_list())
+    for r in act:
+        acts = r["activations"]
+        strings = r["strings"]
+        level = np.asarray(r["activations_norm"])
         mask = highlight_mask(level, config.highlight_threshold)
-        shown.append(ex.render(ids, mask))
+        shown.append(highlight(strings, mask))
         values.append(_values_line(strings, level, mask))
-        task_examples.append({"tokens": strings, "activations": acts.to_list()})
+        task_examples.append({"tokens": strings, "activations": acts.tolist()})
     contrast_text, task_contrast = "", []
     if contrastive and config.n_contrast:
         con = contrast_windows(ex, config.n_contrast, contrast_kinds)
-        lines = [ex.vocab.text(t.to_list()) for t in con["tokens"]]
-        task_contrast = [ex.token_strings(t.to_list()) for t in con["tokens"]]
+        task_contrast = [r["strings"] for r in con]
+        lines = ["".join(t) for t in task_contrast]
         if lines:
-            contrast_text = "\n\nSilent in:\n" + _numbered(lines)
+            contrast_text = "\n\nSilent in:\n\n" + _blocks(lines)
     values_text = (
         "\n\nLevels (0-10) of the marked tokens:\n" + _numbered(values)
         if config.show_activations
@@ -89,7 +91,7 @@ def explain_request(
             role="user",
             content=prompts.render(
                 "explain_user",
-                examples=_numbered(shown),
+                examples=_blocks(shown),
                 contrast=contrast_text,
                 values=values_text,
             ),

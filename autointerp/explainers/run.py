@@ -5,7 +5,6 @@ killed between a request and its row."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from autointerp.runner.examples import (
     iter_latent_examples,
     require_examples,
 )
+from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
 from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
@@ -43,7 +43,7 @@ def explanations_path(run_dir: Path) -> Path:
 def explain_hash(config: RunConfig, run_dir: Path, hookpoint: str, backend: str | None) -> str:
     """Hash of what a latent's explanation depends on: explainer settings, model, examples."""
     payload: dict[str, Any] = {
-        "explain": config.explain.model_dump(mode="json"),
+        "explain": config.explain.used_by(config.explain.explainer),
         "llm": backend or config.llm.model,
         "examples": examples_hash(run_dir, hookpoint),
         "seed": config.seed,
@@ -110,23 +110,31 @@ def explain(
         )
         plans.append((hp, ids, make_explainer(ctx)))
     table = PartTable(explanations_path(run_dir), KEY, SCHEMA)
-    done = {(h, lat, c) for h, lat, c, _ in table.done_keys()}
+    done = {(h, lat, c) for h, lat, c, _ in table.done_keys(redo_status="failed")}
+    written = {(h, lat, c) for h, lat, c, _ in table.done_keys()}
     todo, drops = [], []
     for hp, ids, explainer in plans:
         chash = explainer.ctx.config_hash
         mine = ids if force else np.array([x for x in ids if (hp, int(x), chash) not in done])
-        if force:
+        again = [int(x) for x in mine if (hp, int(x), chash) in written]  # forced or failed
+        if again:
             drops.append(
                 pl.DataFrame(
-                    {"hookpoint": hp, "latent": ids.astype(np.int32), "config_hash": chash},
+                    {"hookpoint": hp, "latent": again, "config_hash": chash},
                     schema={k: SCHEMA[k] for k in KEY[:3]},
                 )
             )
-        log.info("%s: %d latents to explain (%d already done)", hp, len(mine), len(ids) - len(mine))
+        log.info(
+            "%s: %d latents to explain (%d done, %d redone)",
+            hp,
+            len(mine),
+            len(ids) - len(mine),
+            len(again),
+        )
         todo.append((hp, mine, explainer))
     if drops:
         table.drop(pl.concat(drops))
-    asyncio.run(_run(run_dir, config, todo, table, backend, progress))
+    run_loop(_run(run_dir, config, todo, table, backend, progress))
     return table.close() or explanations_path(run_dir)
 
 

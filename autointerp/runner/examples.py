@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -32,32 +33,68 @@ COLUMNS = [
 
 @dataclass
 class LatentExamples:
-    """One latent's windows of the requested splits (a polars table, one row per window)."""
+    """One latent's windows of the requested splits: one dict per window (the examples
+    table's columns), as stored (by split, kind, sampler, rank)."""
 
     hookpoint: str
     latent: int
-    rows: pl.DataFrame
+    records: list[dict[str, Any]]
     vocab: Vocab
     skipped: str | None = None  # why the sample stage gave it no windows
     extra: dict[str, object] = field(default_factory=dict)
 
-    def windows(self, split: str, kind: str | Sequence[str] | None = None) -> pl.DataFrame:
-        """Rows of one split; ``kind`` 'activating', 'contrast' (every contrast source) or a
-        list of kinds. Sorted as stored (by kind, sampler, rank)."""
-        df = self.rows.filter(pl.col("split") == split)
+    @property
+    def rows(self) -> pl.DataFrame:
+        from autointerp.sampling.schema import SCHEMA  # (imports the cache stage and torch)
+
+        keep = [{c: _plain(r[c]) for c in COLUMNS} for r in self.records]
+        return pl.DataFrame(keep, schema={c: SCHEMA[c] for c in COLUMNS})
+
+    def windows(self, split: str, kind: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Windows of one split; ``kind`` 'activating', 'contrast' (every contrast source) or
+        a list of kinds."""
+        out = [r for r in self.records if r["split"] == split]
         if kind == "contrast":
-            df = df.filter(pl.col("kind") != "activating")
-        elif isinstance(kind, str):
-            df = df.filter(pl.col("kind") == kind)
-        elif kind is not None:
-            df = df.filter(pl.col("kind").is_in(list(kind)))
-        return df
+            return [r for r in out if r["kind"] != "activating"]
+        if isinstance(kind, str):
+            return [r for r in out if r["kind"] == kind]
+        if kind is not None:
+            return [r for r in out if r["kind"] in kind]
+        return out
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         return self.vocab.tokens(ids)
 
+    @staticmethod
+    def strings(row: dict[str, Any]) -> list[str]:
+        """A window's token strings (decoded once per chunk of latents when read)."""
+        return row["strings"]
+
     def render(self, ids: Sequence[int], mask: Sequence[bool] | np.ndarray) -> str:
         return highlight(self.vocab.tokens(ids), mask)
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
+LIST_COLUMNS = ("tokens", "activations", "activations_norm")
+
+
+def _records(df: pl.DataFrame, vocab: Vocab) -> list[dict[str, Any]]:
+    """Rows as dicts: scalar columns as Python values, the list columns as numpy rows of one
+    2-D array each (cheaper than Python lists), plus ``strings``: the token strings."""
+    scalars = df.drop(LIST_COLUMNS).to_dicts()
+    strings = vocab.window_strings(df["tokens"])
+    for col in LIST_COLUMNS:
+        lens = df[col].list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = np.asarray(df[col].to_arrow().flatten())  # null (skipped) rows add nothing
+        ends = np.cumsum(lens)
+        for r, end, n in zip(scalars, ends.tolist(), lens.tolist(), strict=True):
+            r[col] = flat[end - n : end] if n else None  # views into one array, no copies
+    for r, toks in zip(scalars, strings, strict=True):
+        r["strings"] = toks
+    return scalars
 
 
 def highlight_mask(norm: Sequence[int] | np.ndarray, threshold: float) -> np.ndarray:
@@ -130,14 +167,15 @@ def iter_latent_examples(
             pl.col("latent").is_in(block.tolist())
             & (pl.col("split").is_in(list(splits)) | (pl.col("kind") == "skipped"))
         ).collect()
-        groups = {int(k[0]): g for k, g in df.partition_by("latent", as_dict=True).items()}
+        groups: dict[int, list[dict[str, Any]]] = {}
+        for r in _records(df, vocab):
+            groups.setdefault(r["latent"], []).append(r)
         for latent in block.tolist():
-            g = groups.get(int(latent))
-            if g is None:
-                yield LatentExamples(hookpoint, int(latent), df.clear(), vocab, "not sampled")
+            recs = groups.get(int(latent))
+            if recs is None:
+                yield LatentExamples(hookpoint, int(latent), [], vocab, "not sampled")
                 continue
-            skipped = g.filter(pl.col("kind") == "skipped")
-            reason = skipped["reason"][0] if len(skipped) else None
-            yield LatentExamples(
-                hookpoint, int(latent), g.filter(pl.col("kind") != "skipped"), vocab, reason
-            )
+            skipped = [r for r in recs if r["kind"] == "skipped"]
+            reason = skipped[0]["reason"] if skipped else None
+            windows = [r for r in recs if r["kind"] != "skipped"]
+            yield LatentExamples(hookpoint, int(latent), windows, vocab, reason)

@@ -8,6 +8,7 @@ run. The keys of rows already written (final file and parts) say what a rerun sk
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -54,11 +55,16 @@ class PartTable:
             found += sorted(self.parts.glob("part-*.parquet"))
         return found
 
-    def done_keys(self) -> set[tuple[Any, ...]]:
-        """Keys of every row already written (final file and parts)."""
+    def done_keys(self, redo_status: str | None = None) -> set[tuple[Any, ...]]:
+        """Keys of every row already written (final file and parts), except rows whose
+        ``status`` is ``redo_status`` (failed rows are worth another try: the response cache
+        makes what did succeed free)."""
         keys: set[tuple[Any, ...]] = set()
         for src in self._sources():
-            df = pl.read_parquet(src, columns=self.key)
+            cols = self.key + (["status"] if redo_status else [])
+            df = pl.read_parquet(src, columns=cols)
+            if redo_status:
+                df = df.filter(pl.col("status") != redo_status).select(self.key)
             keys.update(df.iter_rows())
         return keys
 
@@ -110,7 +116,7 @@ class PartTable:
             scan = pl.scan_parquet(src)
             if self._dropped is not None and src in self._old:
                 on = self._dropped.columns
-                scan = scan.join(self._dropped.lazy(), on=on, how="anti", join_nulls=True)
+                scan = scan.join(self._dropped.lazy(), on=on, how="anti", nulls_equal=True)
             scans.append(scan)
         merged = pl.concat(scans, how="diagonal_relaxed")
         tmp = self.final.with_name(f".{self.final.name}.tmp")
@@ -122,6 +128,8 @@ class PartTable:
         os.replace(tmp, self.final)
         if self.parts.is_dir():
             shutil.rmtree(self.parts)
+        with contextlib.suppress(OSError):
+            self.parts.parent.rmdir()  # the _parts/ folder, once empty
         return self.final
 
     def read(self) -> pl.DataFrame:

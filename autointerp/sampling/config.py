@@ -61,7 +61,8 @@ class SampleConfig(BaseModel):
         default_factory=lambda: SplitMix(quantile=10, random=4, similar=3, neighbour=3)
     )
     test: SplitMix = Field(
-        default_factory=lambda: SplitMix(quantile=20, random=8, similar=6, neighbour=6)
+        # 100 test windows: 50 activating (5 per quantile bin) + 50 contrast
+        default_factory=lambda: SplitMix(quantile=50, random=20, similar=15, neighbour=15)
     )
     n_neighbours: int = Field(10, ge=1, description="decoder neighbours per latent (cosine)")
     neighbour_windows: int = Field(10, ge=1, description="top windows kept per neighbour")

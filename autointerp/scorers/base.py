@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import LLMResponse
@@ -58,6 +59,40 @@ class ScoreResult:
     status: str = "ok"  # ok | failed | skipped
 
 
+KEY_SCHEMA: dict[str, pl.DataType] = {
+    "hookpoint": pl.String(),
+    "latent": pl.Int32(),
+    "explanation_id": pl.String(),
+    "config_hash": pl.String(),
+}
+SCORE_SCHEMA: dict[str, pl.DataType] = {
+    **KEY_SCHEMA,
+    "scorer": pl.String(),
+    "explainer": pl.String(),
+    "explanation": pl.String(),
+    "status": pl.String(),
+    "error": pl.String(),
+    "model": pl.String(),
+    "n_examples": pl.Int64(),
+    "n_lost": pl.Int64(),
+    "n_requests": pl.Int64(),
+    "n_failed_requests": pl.Int64(),
+    "n_cached_requests": pl.Int64(),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "cost_usd": pl.Float64(),
+    "latency_s": pl.Float64(),
+}  # then the scorer's metrics, all Float64
+WINDOW_SCHEMA: dict[str, pl.DataType] = {
+    "split": pl.String(),
+    "kind": pl.String(),
+    "sampler": pl.String(),
+    "quantile": pl.Int8(),
+    "seq_id": pl.Int32(),
+    "start": pl.Int16(),
+}
+
+
 @dataclass
 class ScoreContext:
     config: ScoreConfig
@@ -78,6 +113,7 @@ class Scorer(ABC):
     """Scores one explanation of one latent on one split."""
 
     name: ClassVar[str]
+    example_schema: ClassVar[dict[str, pl.DataType]]  # its .examples.parquet columns
 
     def __init__(self, ctx: ScoreContext) -> None:
         self.ctx = ctx

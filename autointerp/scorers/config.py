@@ -15,14 +15,14 @@ class _Section(BaseModel):
 
 class DetectionConfig(_Section):
     examples_per_prompt: int = Field(
-        10, ge=1, le=100, description="windows the judge sees per prompt (activating and contrast)"
+        20, ge=1, le=100, description="windows the judge sees per prompt (activating and contrast)"
     )
     max_tokens: int = Field(200, gt=0)
     logprobs: bool = Field(True, description="ask for top logprobs to get P(yes) for AUROC")
 
 
 class FuzzingConfig(_Section):
-    examples_per_prompt: int = Field(10, ge=1, le=100)
+    examples_per_prompt: int = Field(20, ge=1, le=100)
     wrong_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="share of activating windows shown wrongly highlighted"
     )
@@ -54,6 +54,6 @@ class ScoreConfig(_Section):
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples of every CI")
     seed: int | None = Field(None, description="default: the run's seed")
     latents_in_flight: int | None = Field(
-        None, gt=0, description="latents worked on at once (default 4 x llm.concurrency)"
+        None, gt=0, description="latents worked on at once (default max(8, 4 x llm.concurrency))"
     )
     flush_rows: int = Field(512, gt=0, description="score rows buffered before a part file")

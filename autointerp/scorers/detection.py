@@ -8,17 +8,18 @@ import numpy as np
 from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples
 from autointerp.scorers.base import Scorer, ScoreResult, seeded_rng
-from autointerp.scorers.judge import Item, judge, request, window_meta
+from autointerp.scorers.judge import EXAMPLE_SCHEMA, Item, judge, request, window_meta
 from autointerp.scorers.metrics import binary_metrics
 
 
 class DetectionScorer(Scorer):
     name = "detection"
+    example_schema = EXAMPLE_SCHEMA
 
     def items(self, ex: LatentExamples, split: str) -> list[Item]:
         out = []
-        for r in ex.windows(split).iter_rows(named=True):
-            strings = ex.token_strings(r["tokens"])
+        for r in ex.windows(split):
+            strings = r["strings"]
             out.append(
                 Item(
                     text="".join(strings),
@@ -30,7 +31,8 @@ class DetectionScorer(Scorer):
         return out
 
     def empty_metrics(self) -> dict[str, float]:
-        return binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
+        empty = binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
+        return {k: float("nan") for k in empty}
 
     async def score(
         self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"

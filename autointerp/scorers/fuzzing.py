@@ -11,7 +11,7 @@ import numpy as np
 from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import Scorer, ScoreResult, seeded_rng
-from autointerp.scorers.judge import Item, judge, request, window_meta
+from autointerp.scorers.judge import EXAMPLE_SCHEMA, Item, judge, request, window_meta
 from autointerp.scorers.metrics import binary_metrics
 from autointerp.text import highlight
 
@@ -28,18 +28,19 @@ def wrong_mask(acts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
 
 class FuzzingScorer(Scorer):
     name = "fuzzing"
+    example_schema = EXAMPLE_SCHEMA
 
     def items(self, ex: LatentExamples, split: str) -> list[Item]:
         rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split, "highlights")
         thr = self.config.highlight_threshold
-        act = list(ex.windows(split, "activating").iter_rows(named=True))
-        con = list(ex.windows(split, "contrast").iter_rows(named=True))
+        act = ex.windows(split, "activating")
+        con = ex.windows(split, "contrast")
         n_wrong = round(self.config.fuzzing.wrong_fraction * len(act))
         wrong = set(rng.permutation(len(act))[:n_wrong].tolist()) if act else set()
         out: list[Item] = []
         counts = []
         for i, r in enumerate(act):
-            strings = ex.token_strings(r["tokens"])
+            strings = r["strings"]
             right = highlight_mask(r["activations_norm"], thr)
             counts.append(int(right.sum()))
             mask, variant = right, "correct"
@@ -50,7 +51,7 @@ class FuzzingScorer(Scorer):
             out.append(self._item(strings, mask, variant == "correct", r, split, variant))
         k = max(1, int(np.median(counts))) if counts else 1
         for r in con:
-            strings = ex.token_strings(r["tokens"])
+            strings = r["strings"]
             mask = np.zeros(len(strings), dtype=bool)
             mask[rng.choice(len(strings), size=min(k, len(strings)), replace=False)] = True
             out.append(self._item(strings, mask, False, r, split, "contrast"))
@@ -67,7 +68,8 @@ class FuzzingScorer(Scorer):
         )
 
     def empty_metrics(self) -> dict[str, float]:
-        return binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
+        empty = binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
+        return {k: float("nan") for k in empty}
 
     async def score(
         self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"

@@ -9,13 +9,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
-from autointerp.scorers.base import ScoreResult, Tally
+from autointerp.scorers.base import KEY_SCHEMA, WINDOW_SCHEMA, ScoreResult, Tally
 from autointerp.scorers.metrics import binary_metrics
+from autointerp.text import excerpts
 
+EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
+    **KEY_SCHEMA,
+    **WINDOW_SCHEMA,
+    "variant": pl.String(),
+    "prompt": pl.Int32(),
+    "position": pl.Int32(),
+    "truth": pl.Boolean(),
+    "prediction": pl.Boolean(),
+    "probability": pl.Float64(),
+    "error": pl.String(),
+}
 ANSWER_SCHEMA = {
     "type": "object",
     "properties": {"answers": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}},
@@ -106,7 +119,7 @@ def request(
     logprobs: bool,
     tags: dict[str, str | int],
 ) -> LLMRequest:
-    shown = "\n".join(f"{i}. {it.text}" for i, it in enumerate(items, 1))
+    shown = excerpts([it.text for it in items])
     return LLMRequest(
         messages=[
             ChatMessage(role="system", content=prompts.text(system)),

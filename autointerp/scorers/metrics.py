@@ -51,6 +51,7 @@ Keys of :func:`accuracy_metrics` (k-way choice tasks):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -84,6 +85,21 @@ def _counts(idx: np.ndarray, size: int) -> np.ndarray:
     b = idx.shape[0]
     flat = (np.arange(b, dtype=np.int64)[:, None] * size + idx).ravel()
     return np.bincount(flat, minlength=b * size).reshape(b, size).astype(np.float64)
+
+
+@lru_cache(maxsize=64)
+def _strata_draws(
+    n_pos: int, n_neg: int, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified resamples: indices into the positives / negatives (``[n_boot, n_pos]``,
+    ``[n_boot, n_neg]``) and how often each example is drawn. They depend only on the sizes
+    and the seed, so latents with the same example mix share them (computed once, read-only)."""
+    rng = np.random.default_rng(seed)
+    dpos, dneg = _draws(rng, n_boot, n_pos), _draws(rng, n_boot, n_neg)
+    cpos, cneg = _counts(dpos, n_pos), _counts(dneg, n_neg)
+    for a in (dpos, dneg, cpos, cneg):
+        a.flags.writeable = False
+    return dpos, dneg, cpos, cneg
 
 
 def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +238,10 @@ def binary_metrics(
         np.bincount(neg_val, minlength=k)[None].astype(float),
     )
 
-    rng = np.random.default_rng(seed)
-    dpos, dneg = _draws(rng, n_boot, n_pos), _draws(rng, n_boot, n_neg)
-    reps = _binary_from_counts(pos_pred[dpos].sum(axis=1), neg_pred[dneg].sum(axis=1), n_pos, n_neg)
+    dpos, dneg, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
+    reps = _binary_from_counts(
+        cpos @ pos_pred.astype(np.float64), cneg @ neg_pred.astype(np.float64), n_pos, n_neg
+    )
     reps["auroc"] = _auroc_counts(_counts(pos_val[dpos], k), _counts(neg_val[dneg], k))
     lo, hi = _percentile_ci(np.stack([reps[m] for m in BINARY_METRICS], axis=1), ci)
 

@@ -89,7 +89,7 @@ def _match_hookpoint(name: str, have: list[str]) -> str | None:
     name = name.replace(":", "@")
     if name in have:
         return name
-    hits = [h for h in have if h.endswith("." + name) or h.endswith(name)]
+    hits = [h for h in have if h.endswith("." + name)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -128,15 +128,20 @@ def load_external(
             f"({run_hookpoints}): pass --hookpoint"
         )
     name = f"import:{source.name}"
+    names = (
+        [f"{name}:{e}" for e in df["explainer"].to_list()]
+        if "explainer" in df.columns
+        else [name] * df.height
+    )
     rows = []
-    for h, latent, text in zip(hps, df[lat].to_list(), df[txt].to_list(), strict=True):
+    for h, latent, text, who in zip(hps, df[lat].to_list(), df[txt].to_list(), names, strict=True):
         clean = " ".join(str(text).split()) if text is not None else ""
         rows.append(
             {
                 "hookpoint": mapped[h],
                 "latent": int(latent),
                 "explanation_id": explanation_id(clean or None, f"{h}:{latent}:empty"),
-                "explainer": name,
+                "explainer": who,
                 "candidate": 0,
                 "selected": True,
                 "status": "ok" if clean else "failed",

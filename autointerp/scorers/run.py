@@ -17,12 +17,13 @@ import polars as pl
 from autointerp.config import RunConfig
 from autointerp.explainers.run import check_latents, explanations_path
 from autointerp.runner.examples import LatentExamples, examples_hash, iter_latent_examples
+from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
 from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
-from autointerp.scorers.base import ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
 from autointerp.scorers.registry import check_scorers, make_scorer
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "n_lost": res.n_lost,
         "n_requests": t.requests,
         "n_failed_requests": t.failed,
+        "n_cached_requests": t.cached,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "cost_usd": t.cost_usd,
@@ -75,21 +77,28 @@ class _Outputs:
 
     def __init__(self, run_dir: Path, names: list[str], flush_rows: int) -> None:
         d = scores_dir(run_dir)
-        self.latent = {n: PartTable(d / f"{n}.parquet", KEY, flush_rows=flush_rows) for n in names}
+        self.latent = {
+            n: PartTable(d / f"{n}.parquet", KEY, SCORE_SCHEMA, flush_rows=flush_rows)
+            for n in names
+        }
         self.examples = {
             n: PartTable(d / f"{n}.examples.parquet", KEY, sort=False, flush_rows=flush_rows * 50)
             for n in names
         }
 
-    def done(self, name: str) -> set[tuple[Any, ...]]:
-        return self.latent[name].done_keys()
+    def done(self, name: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+        """(keys not to score again, every key written): failed rows are scored again."""
+        t = self.latent[name]
+        return t.done_keys(redo_status="failed"), t.done_keys()
 
     def add(self, scorer: Scorer, chash: str, e: Explanation, res: ScoreResult) -> None:
         self.latent[scorer.name].add([_score_row(e, scorer, chash, res)])
         if res.examples:
             key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
             df = pl.DataFrame(
-                [{**key, "config_hash": chash, **r} for r in res.examples], infer_schema_length=None
+                [{**key, "config_hash": chash, **r} for r in res.examples],
+                schema=scorer.example_schema,
+                strict=False,
             )
             self.examples[scorer.name].add(df)
 
@@ -144,6 +153,7 @@ def score(
     seed = config.seed if config.score.seed is None else config.score.seed
     outputs = _Outputs(run_dir, names, config.score.flush_rows)
     done = {n: outputs.done(n) for n in names}
+    expl = expl.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]] = defaultdict(dict)
     forced: dict[str, list[dict[str, Any]]] = defaultdict(list)
     n_pairs = 0
@@ -162,9 +172,10 @@ def score(
             chash = scorer.config_hash()
             for e in sub.iter_rows(named=True):
                 key = (hp, int(e["latent"]), e["explanation_id"], chash)
-                if key in done[scorer.name] and not force:
+                finished, written = done[scorer.name]
+                if key in finished and not force:
                     continue
-                if force:
+                if key in written:  # forced, or failed before: the old row goes
                     forced[scorer.name].append(dict(zip(KEY, key, strict=True)))
                 work[hp].setdefault(int(e["latent"]), []).append((e, scorer, chash))
                 n_pairs += 1
@@ -183,7 +194,7 @@ def score(
         outputs.examples[name].drop(frame)
     log.info("%d (latent, explanation, scorer) to score", n_pairs)
     if n_pairs:
-        asyncio.run(_run(run_dir, config, work, outputs, progress))
+        run_loop(_run(run_dir, config, work, outputs, progress))
     return outputs.close()
 
 

@@ -21,14 +21,23 @@ import math
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
 from autointerp.runner.examples import LatentExamples
-from autointerp.scorers.base import Scorer, ScoreResult, Tally, seeded_rng
+from autointerp.scorers.base import (
+    KEY_SCHEMA,
+    WINDOW_SCHEMA,
+    Scorer,
+    ScoreResult,
+    Tally,
+    seeded_rng,
+)
 from autointerp.scorers.judge import batches
 from autointerp.scorers.metrics import pearson_metrics
+from autointerp.text import excerpts
 
 PLACEHOLDER = "unknown"
 JSON_SCHEMA = {
@@ -41,7 +50,8 @@ JSON_SCHEMA = {
 
 
 def _line_token(tok: str) -> str:
-    return tok.replace("\t", "\\t") or " "
+    """A token on one line: tabs and newlines escaped (the line ends in a tab and the value)."""
+    return tok.replace("\t", "\\t").replace("\n", "\\n") or " "
 
 
 def logprob_prompt(explanation: str, windows: list[list[str]]) -> tuple[str, list[list[int]]]:
@@ -138,8 +148,25 @@ def read_json_predictions(
     return out
 
 
+NO_BIN = 99  # activating windows drawn by top-k / uniform samplers: pearson_q99
+
+
+def _group(row: dict[str, Any]) -> int:
+    """-1 for contrast windows, the quantile bin for quantile samples, else NO_BIN."""
+    if row["kind"] != "activating":
+        return -1
+    return NO_BIN if row["quantile"] is None else int(row["quantile"])
+
+
 class SimulationScorer(Scorer):
     name = "simulation"
+    example_schema = {
+        **KEY_SCHEMA,
+        **WINDOW_SCHEMA,
+        "truth": pl.List(pl.Float32()),
+        "prediction": pl.List(pl.Float32()),
+        "error": pl.String(),
+    }
 
     def mode(self) -> str:
         mode = self.config.simulation.mode
@@ -148,7 +175,7 @@ class SimulationScorer(Scorer):
         return mode
 
     def empty_metrics(self) -> dict[str, float]:
-        return pearson_metrics([], [])
+        return {k: float("nan") for k in pearson_metrics([], [])}
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "resolved_mode": self.mode()}
@@ -164,9 +191,7 @@ class SimulationScorer(Scorer):
                 tags=tags,
             )
             return req, (prompt, offsets)
-        shown = "\n".join(
-            f"{i}. {json.dumps(t, ensure_ascii=False)}" for i, t in enumerate(chunk, 1)
-        )
+        shown = excerpts([json.dumps(t, ensure_ascii=False) for t in chunk])
         req = LLMRequest(
             messages=[
                 ChatMessage(role="system", content=prompts.text("simulation_system")),
@@ -187,10 +212,10 @@ class SimulationScorer(Scorer):
     async def score(
         self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"
     ) -> ScoreResult:
-        rows = list(ex.windows(split).iter_rows(named=True))
+        rows = ex.windows(split)
         if not rows:
             return ScoreResult(status="skipped", error=f"no {split} windows")
-        strings = [ex.token_strings(r["tokens"]) for r in rows]
+        strings = [r["strings"] for r in rows]
         rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split)
         chunks = batches(len(rows), self.config.simulation.examples_per_prompt, rng)
         tags = {"stage": f"score:{self.name}", "latent": f"{ex.hookpoint}:{ex.latent}"}
@@ -213,10 +238,7 @@ class SimulationScorer(Scorer):
         ok = [i for i, p in enumerate(preds) if p is not None]
         truth = [np.asarray(rows[i]["activations"], dtype=np.float64) for i in ok]
         pred = [np.asarray(preds[i], dtype=np.float64) for i in ok]
-        groups = np.array(
-            [-1 if rows[i]["kind"] != "activating" else int(rows[i]["quantile"] or 0) for i in ok],
-            dtype=np.int64,
-        )
+        groups = np.array([_group(rows[i]) for i in ok], dtype=np.int64)
         metrics = pearson_metrics(
             truth, pred, groups, n_boot=self.config.n_boot, seed=self.ctx.seed
         )

@@ -15,6 +15,7 @@ from autointerp.scorers.registry import HEADLINE
 COLUMNS = [
     "scorer",
     "explainer",
+    "config_hash",
     "metric",
     "mean",
     "ci_lo",
@@ -37,7 +38,8 @@ def summarize(run_dir: str | Path, scorers: list[str] | None = None, seed: int =
         if (scorers and name not in scorers) or not path.is_file():
             continue
         df = pl.read_parquet(path)
-        for (explainer,), g in df.group_by(["explainer"], maintain_order=True):
+        groups = df.group_by(["explainer", "config_hash"], maintain_order=True)
+        for (explainer, chash), g in groups:
             ok = g.filter(pl.col("status") == "ok")
             counts = {
                 "latents": g.select(["hookpoint", "latent"]).unique().height,
@@ -59,6 +61,7 @@ def summarize(run_dir: str | Path, scorers: list[str] | None = None, seed: int =
                     {
                         "scorer": name,
                         "explainer": explainer,
+                        "config_hash": chash,
                         "metric": metric,
                         "mean": mean,
                         "ci_lo": lo,
@@ -81,13 +84,15 @@ def format_summary(df: pl.DataFrame) -> list[str]:
     if df.is_empty():
         return ["(no scores yet)"]
     lines = [
-        f"{'scorer':<11} {'explainer':<18} {'metric':<18} {'mean [95% CI]':<22} {'chance':>7}  "
+        f"{'scorer':<11} {'explainer':<18} {'config':<8} {'metric':<18} {'mean [95% CI]':<22} "
+        f"{'chance':>7}  "
         "scored/skipped/failed  lost"
     ]
     for r in df.iter_rows(named=True):
         ci = f"{r['mean']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
         lines.append(
-            f"{r['scorer']:<11} {str(r['explainer'])[:18]:<18} {r['metric']:<18} {ci:<22} "
+            f"{r['scorer']:<11} {str(r['explainer'])[:18]:<18} {str(r['config_hash'])[:6]:<8} "
+            f"{r['metric']:<18} {ci:<22} "
             f"{r['chance']:>7.3f}  {r['scored']}/{r['skipped']}/{r['failed']}"
             f"{'':<10}{r['examples_lost']}"
         )

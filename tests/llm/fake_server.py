@@ -254,8 +254,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--responder",
+        choices=["echo", "judge"],
+        default="echo",
+        help="echo the prompt, or answer explain/score prompts (tests/scripted_judge.py)",
+    )
     args = parser.parse_args()
-    server = FakeServer(latency=args.latency)
+    responder: Responder = default_responder
+    if args.responder == "judge":
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from scripted_judge import ScriptedJudge
+
+        responder = ScriptedJudge(record=False)
+    server = FakeServer(latency=args.latency, responder=responder)
     server.port = args.port
     asyncio.run(server.serve())
 
