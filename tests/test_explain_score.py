@@ -161,7 +161,8 @@ def test_resume_sends_nothing_twice(run: Path, judge_server: FakeServer) -> None
     for s in scorers:
         again = pl.read_parquet(run / "scores" / f"{s}.parquet")
         diff = [c for c in again.columns if not again[c].equals(before[s][c])]
-        assert diff == ["latency_s"], s  # tokens and cost kept too
+        # tokens and cost kept too; only what this run paid for and waited on differs
+        assert diff == ["n_cached_requests", "latency_s"], s
 
 
 def test_partial_run_then_rest(run: Path, judge_server: FakeServer) -> None:
@@ -265,3 +266,27 @@ def test_rescore_sources_and_missing_latents(run: Path) -> None:
     with pytest.raises(ValueError, match="no latent column"):
         (run / "nolat.csv").write_text("a,explanation\n1,x\n")
         rescore(run, cfg, run / "nolat.csv", progress=False)
+
+
+def test_force_redoes_and_replaces_rows(run: Path, judge_server: FakeServer) -> None:
+    cfg = served(run, judge_server)
+    explain(run, cfg, latents=range(3, 8), progress=False)
+    score(run, cfg, scorers=["detection"], latents=range(3, 8), progress=False)
+    hits = judge_server.hits
+    explain(run, cfg, latents=range(3, 8), force=True, progress=False)
+    paths = score(run, cfg, scorers=["detection"], latents=range(3, 8), force=True, progress=False)
+    assert judge_server.hits == hits  # redone from the response cache
+    expl = pl.read_parquet(run / "explanations.parquet")
+    assert expl.height == 5 and expl.select("latent").is_unique().all()
+    det = pl.read_parquet(paths["detection"])
+    assert det.height == 5 and det.select("latent").is_unique().all()
+    assert not (run / "scores" / "_parts").exists() and not (run / "_parts").exists()
+
+
+def test_failed_rows_are_retried_on_rerun(run: Path, judge_server: FakeServer) -> None:
+    cfg = served(run, judge_server, **{"llm.max_attempts": 1})
+    judge_server.script(Action(status=500), Action(status=500))
+    expl = pl.read_parquet(explain(run, cfg, latents=[5, 6], progress=False))
+    assert (expl["status"] == "failed").all() and expl["error"].str.contains("500").all()
+    expl = pl.read_parquet(explain(run, cfg, latents=[5, 6], progress=False))
+    assert (expl["status"] == "ok").all() and expl.height == 2  # replaced, not appended

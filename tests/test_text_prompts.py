@@ -78,3 +78,11 @@ def test_every_prompt_template_renders() -> None:
 def test_excerpt_blocks_and_one_line() -> None:
     assert excerpts(["a\nb", "c"]) == "1.\na\nb\n\n2.\nc"
     assert one_line("a\nb") == "a↵b"
+
+
+def test_window_strings_handles_skipped_rows() -> None:
+    import polars as pl
+
+    vocab = Vocab(["a", "b", "c"])
+    col = pl.Series([[0, 1], None, [2, 2, 0], [9]], dtype=pl.List(pl.Int32))
+    assert vocab.window_strings(col) == [["a", "b"], [], ["c", "c", "a"], [""]]

@@ -1,7 +1,8 @@
 """``explain``: stream every latent's train windows through the explainer, write
 ``explanations.parquet`` (columns in docs/explain.md). Resumable: latents already explained
-with the same config are skipped (``force`` redoes them); the response cache covers a run
-killed between a request and its row."""
+with the same config are skipped (``force`` redoes them), latents whose rows failed are
+explained again (old rows replaced); the response cache covers a run killed between a request
+and its row."""
 
 from __future__ import annotations
 

@@ -43,6 +43,7 @@ class PartTable:
         self.flush_rows = flush_rows
         self.flush_s = flush_s
         self._buffer: list[pl.DataFrame] = []
+        self._dicts: list[dict[str, Any]] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
         self._dropped: pl.DataFrame | None = None
@@ -76,11 +77,17 @@ class PartTable:
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, rows: pl.DataFrame | Iterable[dict[str, Any]]) -> None:
-        df = rows if isinstance(rows, pl.DataFrame) else self._frame(list(rows))
-        if df.is_empty():
-            return
-        self._buffer.append(df)
-        self._buffered += len(df)
+        """Buffer rows (a frame, or dicts: those become one frame per flush, which is much
+        cheaper than a frame per latent)."""
+        if isinstance(rows, pl.DataFrame):
+            if rows.is_empty():
+                return
+            self._buffer.append(rows)
+            self._buffered += len(rows)
+        else:
+            rows = list(rows)
+            self._dicts.extend(rows)
+            self._buffered += len(rows)
         if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_s:
             self.flush()
 
@@ -89,12 +96,15 @@ class PartTable:
             return pl.DataFrame()
         if self.schema is None:
             return pl.DataFrame(rows, infer_schema_length=None)
-        extra = [c for c in rows[0] if c not in self.schema]
+        extra = list(dict.fromkeys(c for r in rows for c in r if c not in self.schema))
         schema = {**self.schema, **{c: pl.Float64() for c in extra}}
         return pl.DataFrame(rows, schema=schema, strict=False)
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
+        if self._dicts:
+            self._buffer.append(self._frame(self._dicts))
+            self._dicts = []
         if not self._buffer:
             return
         df = pl.concat(self._buffer, how="diagonal_relaxed")

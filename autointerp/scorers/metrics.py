@@ -107,11 +107,15 @@ def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]
     reps = np.atleast_2d(reps)
     lo = np.full(reps.shape[1], np.nan)
     hi = np.full(reps.shape[1], np.nan)
-    ok = ~np.all(np.isnan(reps), axis=0)
-    if ok.any():
-        alpha = (1.0 - ci) / 2.0
-        q = np.nanquantile(reps[:, ok], [alpha, 1.0 - alpha], axis=0)
-        lo[ok], hi[ok] = q[0], q[1]
+    alpha = (1.0 - ci) / 2.0
+    nan = np.isnan(reps)
+    clean = ~nan.any(axis=0)
+    if clean.any():  # the common case: one vectorised quantile over every clean column
+        q = np.quantile(reps[:, clean], [alpha, 1.0 - alpha], axis=0)
+        lo[clean], hi[clean] = q[0], q[1]
+    for j in np.flatnonzero(~clean & ~nan.all(axis=0)):
+        col = reps[~nan[:, j], j]
+        lo[j], hi[j] = np.quantile(col, [alpha, 1.0 - alpha])
     return lo, hi
 
 

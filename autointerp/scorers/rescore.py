@@ -129,7 +129,7 @@ def load_external(
         )
     name = f"import:{source.name}"
     names = (
-        [f"{name}:{e}" for e in df["explainer"].to_list()]
+        [f"{name}:{e}" if e else name for e in df["explainer"].to_list()]
         if "explainer" in df.columns
         else [name] * df.height
     )

@@ -1,7 +1,9 @@
 """``score``: stream every (latent, explanation) through the scorers; write
 ``scores/<scorer>.parquet`` (one row per latent and explanation) and
 ``scores/<scorer>.examples.parquet`` (one row per example). Columns in docs/score.md.
-Resumable: a (hookpoint, latent, explanation_id, scorer config) already scored is skipped."""
+Resumable: a (hookpoint, latent, explanation_id, scorer config) already scored is skipped; one
+whose row is ``failed`` is scored again (its old rows replaced; answers that succeeded come from
+the response cache)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
 from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
-from autointerp.scorers.registry import check_scorers, make_scorer
+from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
 
 log = logging.getLogger(__name__)
 KEY = ["hookpoint", "latent", "explanation_id", "config_hash"]
@@ -68,7 +70,13 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "completion_tokens": t.completion_tokens,
         "cost_usd": t.cost_usd,
         "latency_s": t.latency_s,
-        **{k: float(v) for k, v in (res.metrics or scorer.empty_metrics()).items()},
+        # a latent that got no number has every metric column NaN, chance levels included
+        **{
+            k: float(v)
+            for k, v in (
+                res.metrics if res.status == "ok" and res.metrics else scorer.empty_metrics()
+            ).items()
+        },
     }
 
 
@@ -82,7 +90,13 @@ class _Outputs:
             for n in names
         }
         self.examples = {
-            n: PartTable(d / f"{n}.examples.parquet", KEY, sort=False, flush_rows=flush_rows * 50)
+            n: PartTable(
+                d / f"{n}.examples.parquet",
+                KEY,
+                SCORERS[n].example_schema,
+                sort=False,
+                flush_rows=flush_rows * 50,
+            )
             for n in names
         }
 
@@ -95,12 +109,8 @@ class _Outputs:
         self.latent[scorer.name].add([_score_row(e, scorer, chash, res)])
         if res.examples:
             key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
-            df = pl.DataFrame(
-                [{**key, "config_hash": chash, **r} for r in res.examples],
-                schema=scorer.example_schema,
-                strict=False,
-            )
-            self.examples[scorer.name].add(df)
+            key["config_hash"] = chash
+            self.examples[scorer.name].add([{**key, **r} for r in res.examples])
 
     def flush(self) -> None:
         for t in (*self.latent.values(), *self.examples.values()):

@@ -30,14 +30,22 @@ COLUMNS = [
 
 
 def summarize(run_dir: str | Path, scorers: list[str] | None = None, seed: int = 0) -> pl.DataFrame:
-    """One row per (scorer, explainer, headline metric); columns in docs/score.md."""
+    """One row per (scorer, explainer, scorer config_hash, headline metric); columns in
+    docs/score.md. A latent counts once per group: its ``ok`` row if it has one (a latent
+    re-explained after a failure keeps its old failed row in the table)."""
     folder = Path(run_dir) / "scores"
     rows = []
     for name, metrics in HEADLINE.items():
         path = folder / f"{name}.parquet"
         if (scorers and name not in scorers) or not path.is_file():
             continue
-        df = pl.read_parquet(path)
+        rank = {"ok": 0, "skipped": 1, "failed": 2}
+        df = (
+            pl.read_parquet(path)
+            .sort(pl.col("status").replace_strict(rank, default=3))
+            .unique(["explainer", "config_hash", "hookpoint", "latent"], keep="first")
+            .sort(["explainer", "config_hash", "hookpoint", "latent"])
+        )
         groups = df.group_by(["explainer", "config_hash"], maintain_order=True)
         for (explainer, chash), g in groups:
             ok = g.filter(pl.col("status") == "ok")
@@ -85,15 +93,15 @@ def format_summary(df: pl.DataFrame) -> list[str]:
         return ["(no scores yet)"]
     lines = [
         f"{'scorer':<11} {'explainer':<18} {'config':<8} {'metric':<18} {'mean [95% CI]':<22} "
-        f"{'chance':>7}  "
-        "scored/skipped/failed  lost"
+        f"{'chance':>7}  {'scored/skipped/failed':<22} lost"
     ]
     for r in df.iter_rows(named=True):
         ci = f"{r['mean']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
+        counts = f"{r['scored']}/{r['skipped']}/{r['failed']}"
         lines.append(
             f"{r['scorer']:<11} {str(r['explainer'])[:18]:<18} {str(r['config_hash'])[:6]:<8} "
             f"{r['metric']:<18} {ci:<22} "
-            f"{r['chance']:>7.3f}  {r['scored']}/{r['skipped']}/{r['failed']}"
-            f"{'':<10}{r['examples_lost']}"
+            f"{r['chance']:>7.3f}  {counts:<22} "
+            f"{r['examples_lost']}"
         )
     return lines
