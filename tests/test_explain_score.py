@@ -290,3 +290,18 @@ def test_failed_rows_are_retried_on_rerun(run: Path, judge_server: FakeServer) -
     assert (expl["status"] == "failed").all() and expl["error"].str.contains("500").all()
     expl = pl.read_parquet(explain(run, cfg, latents=[5, 6], progress=False))
     assert (expl["status"] == "ok").all() and expl.height == 2  # replaced, not appended
+
+
+def test_parallel_workers_write_the_same_scores(run: Path, tmp_path: Path) -> None:
+    cfg = lexical(run)
+    explain(run, cfg, progress=False)
+    one = score(run, cfg, scorers=["detection", "fuzzing"], progress=False)
+    frames = {n: pl.read_parquet(p).drop("latency_s") for n, p in one.items()}
+    shutil.rmtree(run / "scores")
+    cfg2 = lexical(run, **{"score.workers": 2})
+    two = score(run, cfg2, scorers=["detection", "fuzzing"], progress=False)
+    for name, path in two.items():
+        assert pl.read_parquet(path).drop("latency_s").equals(frames[name]), name
+        ex = pl.read_parquet(path.with_name(f"{name}.examples.parquet"))
+        assert ex.height > 0 and ex["latent"].n_unique() == N_LAT - 2
+    assert not (run / "scores" / "_parts").exists()

@@ -46,6 +46,8 @@ class StageProgress:
 
     def stats(self) -> str:
         u = self.usage
+        if u is None:  # work done in other processes: latents only
+            return ""
         rate = u.requests / max(time.monotonic() - self._start, 1e-9)
         return f"| {rate:,.1f} req/s | {u.errors} errors | {u.cached} cached | ${u.cost_usd:.4f}"
 

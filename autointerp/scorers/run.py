@@ -26,6 +26,7 @@ from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
 from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.parallel import n_workers, run_parallel
 from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "explanation": e.get("explanation"),
         "status": res.status,
         "error": res.error,
-        "model": scorer.ctx.llm_model,
+        "model": scorer.model,
         "n_examples": res.n_examples,
         "n_lost": res.n_lost,
         "n_requests": t.requests,
@@ -160,7 +161,6 @@ def score(
         expl = expl.filter(pl.col("hookpoint").is_in([h.replace(":", "@") for h in hookpoints]))
     if latents is not None:
         expl = expl.filter(pl.col("latent").is_in(list(latents)))
-    seed = config.seed if config.score.seed is None else config.score.seed
     outputs = _Outputs(run_dir, names, config.score.flush_rows)
     done = {n: outputs.done(n) for n in names}
     expl = expl.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
@@ -170,13 +170,7 @@ def score(
     for hp in sorted(expl["hookpoint"].unique().to_list()):
         sub = expl.filter(pl.col("hookpoint") == hp)
         check_latents(run_dir, hp, sub["latent"].unique().to_list())
-        ctx = ScoreContext(
-            config=config.score,
-            seed=seed,
-            llm_model=config.llm.model,
-            backend=config.llm.backend,
-            examples_hash=examples_hash(run_dir, hp),
-        )
+        ctx = _context(run_dir, config, hp)
         built = [(make_scorer(n, ctx), None) for n in names]
         for scorer, _ in built:
             chash = scorer.config_hash()
@@ -204,8 +198,80 @@ def score(
         outputs.examples[name].drop(frame)
     log.info("%d (latent, explanation, scorer) to score", n_pairs)
     if n_pairs:
-        run_loop(_run(run_dir, config, work, outputs, progress))
+        _prepare(run_dir, config, work)
+        _execute(run_dir, config, work, outputs, progress)
     return outputs.close()
+
+
+def _prepare(
+    run_dir: Path,
+    config: RunConfig,
+    work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
+) -> None:
+    """Each scorer's optional pre-pass (``Scorer.prepare``), once per hookpoint, over the
+    latents and explanations it is about to score."""
+    for hp, by_latent in work.items():
+        found: dict[int, tuple[Scorer, list[int], list[str]]] = {}
+        for latent, items in by_latent.items():
+            for e, scorer, _ in items:
+                entry = found.setdefault(id(scorer), (scorer, [], []))
+                entry[1].append(latent)
+                entry[2].append(e.get("explanation") or "")
+        for scorer, latents, texts in found.values():
+            scorer.prepare(run_dir, config, hp, sorted(set(latents)), texts)
+
+
+def _context(run_dir: Path, config: RunConfig, hookpoint: str) -> ScoreContext:
+    seed = config.seed if config.score.seed is None else config.score.seed
+    return ScoreContext(
+        config=config.score,
+        seed=seed,
+        llm_model=config.llm.model,
+        backend=config.llm.backend,
+        examples_hash=examples_hash(run_dir, hookpoint),
+    )
+
+
+def _execute(
+    run_dir: Path,
+    config: RunConfig,
+    work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
+    outputs: _Outputs,
+    progress: bool,
+) -> None:
+    """In this process, or in several (``score.workers``; see scorers/parallel.py)."""
+    n_latents = sum(len(v) for v in work.values())
+    workers = n_workers(config, n_latents)
+    if workers <= 1:
+        run_loop(_run(run_dir, config, work, outputs, progress))
+        return
+    jobs = [
+        (hp, latent, e, scorer.name, chash)
+        for hp, by_latent in work.items()
+        for latent, items in by_latent.items()
+        for e, scorer, chash in items
+    ]
+    with StageProgress("score", n_latents, None, progress) as bar:
+        run_parallel(run_dir, config, jobs, workers, bar.update)
+
+
+def run_jobs(run_dir: Path, config: RunConfig, jobs: list[Any], on_latent: Any) -> int:
+    """Score ``jobs`` (hookpoint, latent, explanation, scorer name, config hash) in this
+    process, writing part files only (a worker of scorers/parallel.py)."""
+    names = sorted({j[3] for j in jobs})
+    outputs = _Outputs(run_dir, names, config.score.flush_rows)
+    built: dict[tuple[str, str], Scorer] = {}
+    work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]] = defaultdict(dict)
+    for hp, latent, e, name, chash in jobs:
+        if (hp, name) not in built:
+            built[(hp, name)] = make_scorer(name, _context(run_dir, config, hp))
+        scorer = built[(hp, name)]
+        if scorer.config_hash() != chash:
+            raise RuntimeError(f"{name}: worker config hash differs from the parent's")
+        work[hp].setdefault(latent, []).append((e, scorer, chash))
+    _prepare(run_dir, config, work)
+    run_loop(_run(run_dir, config, work, outputs, False, on_latent))
+    return len(jobs)
 
 
 async def _run(
@@ -214,6 +280,7 @@ async def _run(
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
     outputs: _Outputs,
     progress: bool,
+    on_latent: Any = None,
 ) -> None:
     client = open_client(config, run_dir)
     total = sum(len(v) for v in work.values())
@@ -237,6 +304,8 @@ async def _run(
                 ):
                     outputs.add(scorer, chash, e, res)
                 bar.update()
+                if on_latent is not None:
+                    on_latent()
 
             await stream(items(), one, done, limit)
     finally:
