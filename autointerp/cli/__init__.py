@@ -4,11 +4,14 @@ One module per command; they share ``common`` (options, config resolution, error
 from autointerp.cli import (  # noqa: F401 - importing registers each command on ``app``
     cache,
     calibrate,
+    compare,
     demo,
     explain,
     llm,
+    run,
     sample,
     score,
+    search,
 )
 from autointerp.cli.common import app, resolve_config
 

@@ -73,3 +73,26 @@ def run_config(run_dir: Path, config: Path | None, overrides: dict[str, Any]) ->
 def stage_errors() -> tuple[type[Exception], ...]:
     """Errors a stage raises for bad input: shown as one line, exit code 2."""
     return (FileNotFoundError, ValueError, ImportError)
+
+
+SetOpt = typer.Option(
+    None,
+    "--set",
+    "-s",
+    help="any config field as dotted.key=value (repeatable), e.g. -s llm.concurrency=64 "
+    "-s score.scorers=[detection,fuzzing]; values are parsed as YAML",
+)
+
+
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a.b": 1, "c": ["x", "y"]}`` (values parsed as YAML):
+    the one way every config field becomes a command-line override."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set {item!r}: write dotted.key=value")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out

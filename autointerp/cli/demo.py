@@ -36,36 +36,37 @@ def demo(
     """
     from transformers import AutoTokenizer
 
-    from autointerp.cache import cache_activations
     from autointerp.cli.score import print_summary
-    from autointerp.explainers.run import explain
+    from autointerp.pipeline import demo_config, run_pipeline
     from autointerp.preview import preview_explanations, preview_latents
-    from autointerp.sampling.build import build_examples
     from autointerp.sampling.latents import parse_latents
-    from autointerp.scorers.run import score
 
     setup_logging(verbose)
+    names = [s.strip() for s in scorers.split(",") if s.strip()]
     cfg = resolve_config(
-        None, {"run_dir": str(run_dir), "cache.n_tokens": n_tokens, "subject.device": device}
+        None,
+        {
+            **demo_config(run_dir),
+            "cache.n_tokens": n_tokens,
+            "subject.device": device,
+            "score.scorers": names,
+        },
     )
     try:
-        cache_activations(cfg, progress=not no_progress)
-        paths = build_examples(run_dir, cfg, progress=not no_progress)
-        subset = parse_latents(latents)
-        names = [s.strip() for s in scorers.split(",") if s.strip()]
-        explained = explain(run_dir, cfg, latents=subset, progress=not no_progress)
-        score(run_dir, cfg, scorers=names, latents=subset, progress=not no_progress)
+        out = run_pipeline(cfg, latents=parse_latents(latents), progress=not no_progress)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         fail(one_line(exc))
         return
     tokenizer = AutoTokenizer.from_pretrained(cfg.subject.model, local_files_only=True)
-    for path in paths:
+    for path in out["sample"]:
         typer.echo(f"\nexamples: {path}")
         for line in preview_latents(path, tokenizer):
             typer.echo(line)
-    typer.echo(f"\nexplanations: {explained}")
-    for line in preview_explanations(explained):
+    typer.echo(f"\nexplanations: {out['explain']}")
+    for line in preview_explanations(out["explain"]):
         typer.echo(line)
     typer.echo("\nscores (lexical baseline judge; chance = an uninformed judge on the same mix):")
     print_summary(run_dir, names)
+    if out.get("report"):
+        typer.echo(f"\nreport: {out['report']}")
     typer.echo(f"\nrun directory: {run_dir}")

@@ -121,6 +121,8 @@ class PartTable:
         sources = self._sources()
         if not sources:
             return None
+        if sources == [self.final] and self._dropped is None:
+            return self.final  # nothing new: the final file stays as it is
         scans = []
         for src in sources:
             scan = pl.scan_parquet(src)

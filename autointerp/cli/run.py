@@ -1,0 +1,71 @@
+"""`autointerp run CONFIG.yaml`: the whole pipeline from one config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from autointerp.cli.common import (
+    NoProgressOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    fail,
+    one_line,
+    parse_sets,
+    resolve_config,
+    setup_logging,
+    stage_errors,
+)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="YAML config (see configs/)"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="override run_dir"),
+    stages: str | None = typer.Option(
+        None, "--stages", help="comma list of cache,sample,explain,score,report (default: all)"
+    ),
+    latents: str | None = typer.Option(
+        None, "--latents", help="explain/score only these: 0:1000, 1,2,3 or @file.txt"
+    ),
+    sets: list[str] | None = SetOpt,
+    no_progress: bool = NoProgressOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """cache -> sample -> explain -> score -> report. Kill it anywhere and run it again: it
+    continues, and no finished LLM call is repeated."""
+    from autointerp.cache import CacheError
+    from autointerp.coders.base import CoderLoadError, CoderShapeError
+    from autointerp.data.dataset import DatasetError
+    from autointerp.pipeline import run_pipeline
+    from autointerp.sampling.latents import parse_latents
+    from autointerp.subject.hookpoints import UnknownHookpointError
+    from autointerp.subject.model import SubjectLoadError
+
+    setup_logging(verbose)
+    overrides = {"run_dir": str(run_dir) if run_dir else None, **parse_sets(sets)}
+    cfg = resolve_config(config, overrides)
+    errors = (
+        *stage_errors(),
+        CacheError,
+        CoderLoadError,
+        CoderShapeError,
+        DatasetError,
+        UnknownHookpointError,
+        SubjectLoadError,
+    )
+    chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    try:
+        out = run_pipeline(cfg, chosen, parse_latents(latents), progress=not no_progress)
+    except errors as exc:
+        fail(one_line(exc))
+        return
+    from autointerp.cli.score import print_summary
+
+    if "score" in out:
+        print_summary(cfg.run_dir, None)
+    if out.get("report"):
+        typer.echo(f"report: {out['report']}")
+    typer.echo(f"run directory: {cfg.run_dir}")

@@ -1,0 +1,82 @@
+"""``run_pipeline``: cache -> sample -> explain -> score (-> report) from one config.
+
+Every stage is resumable on its own (finished chunks, latent ranges, explanations and scores
+are skipped; failed rows are retried; LLM answers come from the response cache), so killing a
+run anywhere and running it again continues where it stopped and repeats no finished LLM call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autointerp.config import RunConfig, save_config
+
+log = logging.getLogger(__name__)
+STAGES = ("cache", "sample", "explain", "score", "report")
+
+
+def demo_config(run_dir: str | Path = "results/demo") -> dict[str, Any]:
+    """Overrides of the bundled demo (the same as configs/demo.yaml): the demo model + SAE
+    over the stdlib text, the offline lexical baseline as explainer and judge."""
+    return {
+        "run_dir": str(run_dir),
+        "cache.hookpoints": ["model.layers.1"],
+        "cache.n_tokens": 262_144,
+        "llm.model": "lexical",
+        "explain.explainer": "default",
+        "score.scorers": ["detection", "fuzzing", "simulation"],
+    }
+
+
+def check_stages(stages: Sequence[str] | None) -> list[str]:
+    chosen = list(stages or STAGES)
+    unknown = [s for s in chosen if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}: pick from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in chosen]  # always in pipeline order
+
+
+def run_pipeline(
+    config: RunConfig,
+    stages: Sequence[str] | None = None,
+    latents: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the chosen stages (default: all) in order; returns what each produced."""
+    from autointerp.cache import cache_activations
+    from autointerp.explainers.run import explain
+    from autointerp.sampling.build import build_examples
+    from autointerp.scorers.run import score
+
+    chosen = check_stages(stages)
+    run_dir = Path(config.run_dir)
+    out: dict[str, Any] = {}
+    save_config(config)
+    if "cache" in chosen:
+        log.info("stage cache")
+        out["cache"] = cache_activations(config, progress=progress)
+    if "sample" in chosen:
+        log.info("stage sample")
+        out["sample"] = build_examples(run_dir, config, progress=progress)
+    if "explain" in chosen:
+        log.info("stage explain")
+        out["explain"] = explain(run_dir, config, latents=latents, progress=progress)
+    if "score" in chosen:
+        log.info("stage score")
+        out["score"] = score(run_dir, config, latents=latents, progress=progress)
+    if "report" in chosen:
+        out["report"] = _report(run_dir)
+    return out
+
+
+def _report(run_dir: Path) -> Path | None:
+    try:
+        from autointerp.report import build_report
+    except ImportError:  # the report stage is optional until it is installed
+        log.warning("no report stage in this installation; skipped")
+        return None
+    log.info("stage report")
+    return build_report(run_dir)
