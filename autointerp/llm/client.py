@@ -265,12 +265,15 @@ class LLMClient:
         )
 
 
-def create_client(config: LLMConfig, run_dir: str | Path | None = None) -> LLMClient:
-    """Client for ``config``; its cache lives in ``run_dir/<cache_file>`` when both are set."""
+def create_client(
+    config: LLMConfig, run_dir: str | Path | None = None, cache_shard: str | None = None
+) -> LLMClient:
+    """Client for ``config``; its cache lives in ``run_dir/<cache_file>`` when both are set
+    (``cache_shard``: a worker process's own write file, see ``ResponseCache``)."""
     backend = make_backend(config)
     cache = None
     if config.cache and run_dir is not None and backend.cacheable:
-        cache = ResponseCache(Path(run_dir) / config.cache_file)
+        cache = ResponseCache(Path(run_dir) / config.cache_file, shard=cache_shard)
     return LLMClient(backend, config, cache)
 
 

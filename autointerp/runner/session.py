@@ -30,10 +30,13 @@ def seed_of(config: RunConfig, override: int | None = None) -> int:
     return config.seed if override is None else override
 
 
-def open_client(config: RunConfig, run_dir: Path, backend: str | None = None) -> LLMClient:
-    """The run's client; ``backend='lexical'`` forces the offline baseline."""
+def open_client(
+    config: RunConfig, run_dir: Path, backend: str | None = None, cache_shard: str | None = None
+) -> LLMClient:
+    """The run's client; ``backend='lexical'`` forces the offline baseline; ``cache_shard``
+    for a worker process (its own response-cache write file)."""
     llm = config.llm if backend is None else LLMConfig(model=backend)
-    return create_client(llm, run_dir)
+    return create_client(llm, run_dir, cache_shard)
 
 
 def backend_name(config: RunConfig) -> str:

@@ -59,11 +59,14 @@ def worker_config(config: RunConfig, workers: int) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def _worker(run_dir: str, config: dict[str, Any], jobs: list[Job], done_queue: Any) -> int:
+def _worker(
+    run_dir: str, config: dict[str, Any], jobs: list[Job], done_queue: Any, index: int
+) -> int:
     from autointerp.scorers.run import run_jobs
 
     cfg = RunConfig.model_validate(config)
-    return run_jobs(Path(run_dir), cfg, jobs, lambda: done_queue.put(1))
+    shard = f"w{index}-{os.getpid()}"
+    return run_jobs(Path(run_dir), cfg, jobs, lambda: done_queue.put(1), shard)
 
 
 def run_parallel(
@@ -78,7 +81,8 @@ def run_parallel(
         done_queue = manager.Queue()
         with ProcessPoolExecutor(len(shards), mp_context=ctx) as pool:
             futures = [
-                pool.submit(_worker, str(run_dir), cfg, shard, done_queue) for shard in shards
+                pool.submit(_worker, str(run_dir), cfg, shard, done_queue, i)
+                for i, shard in enumerate(shards)
             ]
             pending = set(futures)
             while pending:
@@ -87,6 +91,10 @@ def run_parallel(
                 for f in finished:
                     f.result()  # a worker's exception ends the run (its parts are kept)
             _drain(done_queue, on_latent)
+    if config.llm.cache:
+        from autointerp.llm.cache import merge_shards
+
+        merge_shards(Path(run_dir) / config.llm.cache_file)
 
 
 def _drain(done_queue: Any, on_latent: Any) -> None:

@@ -147,3 +147,26 @@ def test_key_never_leaks(
             assert api_key.encode() not in path.read_bytes(), path
     for r in results:
         assert api_key not in r.model_dump_json()
+
+
+def test_worker_shards_are_merged_into_the_main_file(tmp_path: Path) -> None:
+    db = tmp_path / "llm_cache.sqlite"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    worker = ResponseCache(db, shard=f"w0-{dead}")
+    worker.put("k1", LLMResponse(text="one", backend="b", model="m"))
+    assert worker.get("k1").text == "one"  # a worker reads its own writes
+    worker.close()
+    shard = tmp_path / f"llm_cache.w0-{dead}.sqlite"
+    assert shard.is_file()
+    alive = ResponseCache(db, shard=f"w1-{os.getpid()}")  # a running worker's shard stays
+    alive.put("k2", LLMResponse(text="two", backend="b", model="m"))
+    main = ResponseCache(db)  # opening the main file merges ended workers' shards
+    assert main.get("k1").text == "one" and main.get("k2") is None
+    assert not shard.exists()
+    alive.close()
+    main.close()
