@@ -6,8 +6,10 @@ sampled one, explains and scores ``--latents`` latents with the offline lexical 
 prompts are exactly those an LLM would get), records every request, and counts its tokens:
 chat messages as their contents plus 4 tokens per message (a chat template's overhead).
 ``shared_prefix`` is the share of prompt tokens equal to a prefix of the previous request of
-the same kind (what vLLM's prefix cache reuses when requests stream in order). Prints, as its
-LAST line, one JSON object.
+the same kind (what vLLM's prefix cache reuses when requests stream in order). Then explains
+the same latents with the ``iterative`` explainer and counts its requests (explain, detection
+on held-back train windows, detection on selection) per round (``iterative_*``). Prints, as
+its LAST line, one JSON object.
 
     python scripts/bench_prompt_cost.py --latents 200 [--examples-per-prompt 10]
 """
@@ -116,13 +118,18 @@ def main() -> None:
     latents = full_latents(run, cfg, args.latents)
     explain(run, cfg, latents=latents, progress=False)
     score(run, cfg, scorers=["detection", "fuzzing", "simulation"], latents=latents, progress=False)
+    n_main = len(RECORDED)
+    # the iterative explainer on the same latents: every request of its rounds (explain,
+    # detection on held-back train windows, detection on selection), by round
+    iter_cfg = load_config(None, {**overrides, "explain.explainer": "iterative"})
+    explain(run, iter_cfg, latents=latents, progress=False)
     tok = AutoTokenizer.from_pretrained(DEMO_MODEL, local_files_only=True)
     totals: dict[str, int] = defaultdict(int)
     shared: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     previous: dict[str, list[int]] = {}
     latent_set = set()
-    for req in RECORDED:
+    for req in RECORDED[:n_main]:
         kind = str(req.tags.get("stage", "?")).removeprefix("score:")
         latent_set.add(req.tags.get("latent"))
         ids = token_ids(tok, req)
@@ -144,6 +151,22 @@ def main() -> None:
     )
     out["examples_per_prompt"] = cfg.score.detection.examples_per_prompt
     out["test_windows_per_latent"] = cfg.sample.test.n_activating + cfg.sample.test.n_contrast
+    by_round: dict[int, int] = defaultdict(int)
+    for req in RECORDED[n_main:]:
+        by_round[int(req.tags.get("round", -1))] += len(token_ids(tok, req))
+    import polars as pl
+
+    rows = pl.read_parquet(run / "explanations.parquet").filter(pl.col("explainer") == "iterative")
+    out["iterative_prompt_tokens_per_latent"] = round(sum(by_round.values()) / n, 1)
+    out["iterative_requests_per_latent"] = round(len(RECORDED[n_main:]) / n, 2)
+    out["iterative_rounds_per_latent"] = round(rows.height / n, 2)
+    out["iterative_prompt_tokens_per_round"] = {
+        str(r): round(t / n, 1) for r, t in sorted(by_round.items())
+    }
+    out["iterative_selected_round_counts"] = {
+        str(r): c
+        for r, c in rows.filter(pl.col("selected"))["round"].value_counts().sort("round").rows()
+    }
     test_windows = json.loads((run / "examples" / "model.layers.1.json").read_text())
     out["test_mix"] = test_windows.get("sample", {}).get("test")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -23,9 +23,15 @@ from autointerp.cli.common import (
 )
 
 ScorersOpt = typer.Option(
-    None, "--scorers", help="comma list: detection,fuzzing,simulation (default from config)"
+    None, "--scorers", help="comma list: detection,fuzzing,simulation,embedding (default: config)"
 )
 ForceOpt = typer.Option(False, "--force", help="score again what is already scored")
+ControlOpt = typer.Option(
+    None,
+    "--control",
+    help="also run a random baseline beside the run, repeatable: random-coder (same-shape "
+    "coder, random weights), random-model (re-initialised subject model); see docs/score.md",
+)
 
 
 def _overrides(llm: str | None, base_url: str | None) -> dict[str, object]:
@@ -53,16 +59,23 @@ def score(
     hookpoint: list[str] | None = HookpointOpt,
     latents: str | None = LatentsOpt,
     force: bool = ForceOpt,
+    control: list[str] | None = ControlOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
-    """Score the explanations on the test split; print the summary with chance levels."""
+    """Score the explanations on the test split; print the summary with chance levels (and
+    each control's mean with ``--control``)."""
     from autointerp.sampling.latents import parse_latents
     from autointerp.scorers.run import score as run_score
 
     setup_logging(verbose)
     cfg = run_config(run_dir, config, _overrides(llm, base_url))
     names = _scorer_list(scorers)
+    from autointerp.controls import CONTROLS
+
+    bad = [c for c in control or [] if c not in CONTROLS]
+    if bad:
+        fail(f"unknown --control {bad[0]!r}: pick {' or '.join(CONTROLS)}")
     try:
         paths = run_score(
             run_dir,
@@ -73,6 +86,17 @@ def score(
             force=force,
             progress=not no_progress,
         )
+        for kind in control or []:
+            from autointerp.controls import run_control
+
+            paths.update(
+                {
+                    f"{kind}:{k}": v
+                    for k, v in run_control(
+                        run_dir, cfg, kind, scorers=names, progress=not no_progress
+                    ).items()
+                }
+            )
     except stage_errors() as exc:
         fail(one_line(exc))
         return

@@ -34,7 +34,14 @@ NEEDS = (
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:.+)?$")
 
-__all__ = ["CoderLoadError", "CoderShapeError", "check_width", "detect_format", "load_coder"]
+__all__ = [
+    "CoderLoadError",
+    "CoderShapeError",
+    "check_width",
+    "coder_folder",
+    "detect_format",
+    "load_coder",
+]
 
 
 def _sniff_safetensors(path: Path) -> str | None:
@@ -164,6 +171,23 @@ def _download(path: str, hookpoint: str | None, revision: str | None) -> Path:
     return root / subfolder if subfolder else root
 
 
+def coder_folder(path: str, hookpoint: str | None = None, revision: str | None = None) -> Path:
+    """The local folder holding the coder of ``hookpoint`` (downloaded from the hub if
+    ``path`` is a hub id)."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return _resolve_local(local, hookpoint)
+    if _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
+        root = _download(path, hookpoint, revision)
+        if not root.is_dir():
+            raise CoderLoadError(f"{path}: the repository has no folder {root.name}")
+        return _resolve_local(root, hookpoint)
+    raise CoderLoadError(
+        f"coder path {path} does not exist locally and is not a hub id: "
+        "pass an existing folder or org/repo[:subfolder]"
+    )
+
+
 def load_coder(
     path: str,
     hookpoint: str | None = None,
@@ -173,19 +197,7 @@ def load_coder(
 ) -> SparseCoder:
     """Load a coder from a local folder, a folder of per-hookpoint folders, or a hub id
     (``org/repo`` or ``org/repo:subfolder``)."""
-    local = Path(path).expanduser()
-    if local.exists():
-        folder = _resolve_local(local, hookpoint)
-    elif _HUB_ID.match(path) and not path.startswith((".", "/", "~")):
-        root = _download(path, hookpoint, revision)
-        if not root.is_dir():
-            raise CoderLoadError(f"{path}: the repository has no folder {root.name}")
-        folder = _resolve_local(root, hookpoint)
-    else:
-        raise CoderLoadError(
-            f"coder path {path} does not exist locally and is not a hub id: "
-            "pass an existing folder or org/repo[:subfolder]"
-        )
+    folder = coder_folder(path, hookpoint, revision)
     fmt = detect_format(folder)
     coder = LOADERS[fmt](folder)
     coder.source = path

@@ -29,6 +29,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "explanation": pl.String(),
     "selection_score": pl.Float64(),
+    "round": pl.Int16(),
+    "train_score": pl.Float64(),
     "model": pl.String(),
     "backend": pl.String(),
     "prompt_tokens": pl.Int64(),
@@ -84,6 +86,8 @@ def row(
     selected: bool = True,
     status: str | None = None,
     selection_score: float | None = None,
+    round: int | None = None,
+    train_score: float | None = None,
 ) -> dict[str, Any]:
     """One explanations.parquet row."""
     r = response or LLMResponse()
@@ -98,6 +102,8 @@ def row(
         "status": status,
         "explanation": text,
         "selection_score": selection_score,
+        "round": round,
+        "train_score": train_score,
         "model": r.model or None,
         "backend": r.backend or None,
         "prompt_tokens": r.prompt_tokens,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ExplainerName = Literal["default", "contrastive", "token-list", "best-of-k"]
+ExplainerName = Literal["default", "contrastive", "token-list", "best-of-k", "iterative"]
 
 
 class ExplainConfig(BaseModel):
@@ -36,6 +36,19 @@ class ExplainConfig(BaseModel):
         "default", description="best-of-k: the explainer whose prompt writes the candidates"
     )
     k_temperature: float = Field(0.7, gt=0.0, description="best-of-k: sampling temperature")
+    iter_rounds: int = Field(3, ge=1, description="iterative: rounds, the first included")
+    iter_max_false_positives: int = Field(
+        5, ge=0, description="iterative: judge's false positives shown per revision"
+    )
+    iter_max_false_negatives: int = Field(
+        5, ge=0, description="iterative: judge's false negatives shown per revision"
+    )
+    iter_holdout: int = Field(
+        12,
+        ge=2,
+        description="iterative: train windows held back from the explainer to score each round "
+        "(half activating, half contrast; at most half of each kind)",
+    )
 
     def used_by(self, explainer: str) -> dict[str, object]:
         """The fields an explainer's output depends on (its config hash covers only these)."""
@@ -52,5 +65,13 @@ class ExplainConfig(BaseModel):
             "token-list": ["n_examples", "n_contrast", "top_tokens"],
             "best-of-k": [*prompt, "k", "k_base", "k_temperature"]
             + (["n_contrast"] if self.k_base == "contrastive" else []),
+            "iterative": [
+                *prompt,
+                "temperature",
+                "iter_rounds",
+                "iter_max_false_positives",
+                "iter_max_false_negatives",
+                "iter_holdout",
+            ],
         }[explainer]
         return {"explainer": explainer, **{f: getattr(self, f) for f in fields}}

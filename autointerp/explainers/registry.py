@@ -9,10 +9,17 @@ from autointerp.explainers.default import (
     DefaultExplainer,
     TokenListExplainer,
 )
+from autointerp.explainers.iterative import IterativeExplainer
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     cls.name: cls
-    for cls in (DefaultExplainer, ContrastiveExplainer, TokenListExplainer, BestOfKExplainer)
+    for cls in (
+        DefaultExplainer,
+        ContrastiveExplainer,
+        TokenListExplainer,
+        BestOfKExplainer,
+        IterativeExplainer,
+    )
 }
 
 

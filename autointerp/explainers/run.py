@@ -49,7 +49,7 @@ def explain_hash(config: RunConfig, run_dir: Path, hookpoint: str, backend: str 
         "examples": examples_hash(run_dir, hookpoint),
         "seed": config.seed,
     }
-    if config.explain.explainer == "best-of-k":
+    if config.explain.explainer in ("best-of-k", "iterative"):
         payload["selection"] = config.score.detection.model_dump(mode="json")
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

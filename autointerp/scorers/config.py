@@ -97,6 +97,9 @@ class ScoreConfig(_Section):
         None, gt=0, description="latents worked on at once (default max(8, 4 x llm.concurrency))"
     )
     flush_rows: int = Field(512, gt=0, description="score rows buffered before a part file")
+    control_latents: int = Field(
+        50, ge=1, description="controls (--control): latents sampled, seeded by the run's seed"
+    )
     workers: int | None = Field(
         None,
         gt=0,

@@ -1,6 +1,7 @@
 """Run summary: per scorer (and explainer), the mean of each headline metric over latents
-with a bootstrap CI, the mean chance level beside it, and how many latents were scored,
-skipped and failed."""
+with a bootstrap CI, the mean chance level beside it, how many latents were scored,
+skipped and failed, and the same mean for each random-baseline control run
+(``RUN_DIR/controls/<control>/``, autointerp.controls) when there is one."""
 
 from __future__ import annotations
 
@@ -26,13 +27,54 @@ COLUMNS = [
     "skipped",
     "failed",
     "examples_lost",
+    "control",
+    "control_mean",
+    "control_ci_lo",
+    "control_ci_hi",
+    "control_scored",
 ]
+CONTROL_STATS = ["control_mean", "control_ci_lo", "control_ci_hi", "control_scored"]
 
 
 def summarize(run_dir: str | Path, scorers: list[str] | None = None, seed: int = 0) -> pl.DataFrame:
-    """One row per (scorer, explainer, scorer config_hash, headline metric); columns in
-    docs/score.md. A latent counts once per group: its ``ok`` row if it has one (a latent
-    re-explained after a failure keeps its old failed row in the table)."""
+    """One row per (scorer, explainer, scorer config_hash, headline metric) and control run
+    (``control`` null when there is none); columns in docs/score.md. A latent counts once per
+    group: its ``ok`` row if it has one (a latent re-explained after a failure keeps its old
+    failed row in the table)."""
+    df = _summarize(run_dir, scorers, seed)
+    controls = Path(run_dir) / "controls"
+    found = []
+    for d in sorted(controls.iterdir()) if controls.is_dir() else []:
+        c = _summarize(d, scorers, seed)
+        if c.height:
+            # the control's first group per (scorer, explainer, metric)
+            c = c.unique(["scorer", "explainer", "metric"], keep="first", maintain_order=True)
+            found.append(
+                c.select(
+                    "scorer",
+                    "explainer",
+                    "metric",
+                    pl.lit(d.name).alias("control"),
+                    pl.col("mean").alias("control_mean"),
+                    pl.col("ci_lo").alias("control_ci_lo"),
+                    pl.col("ci_hi").alias("control_ci_hi"),
+                    pl.col("scored").cast(pl.Int64).alias("control_scored"),
+                )
+            )
+    if not df.height:
+        return df
+    if not found:
+        return df.with_columns(
+            pl.lit(None, pl.String).alias("control"),
+            *[pl.lit(None, pl.Float64).alias(c) for c in CONTROL_STATS[:3]],
+            pl.lit(None, pl.Int64).alias("control_scored"),
+        )
+    return df.join(pl.concat(found), on=["scorer", "explainer", "metric"], how="left").select(
+        COLUMNS
+    )
+
+
+def _summarize(run_dir: str | Path, scorers: list[str] | None, seed: int) -> pl.DataFrame:
     folder = Path(run_dir) / "scores"
     rows = []
     for name, metrics in HEADLINE.items():
@@ -94,6 +136,7 @@ def format_summary(df: pl.DataFrame) -> list[str]:
     lines = [
         f"{'scorer':<11} {'explainer':<18} {'config':<8} {'metric':<18} {'mean [95% CI]':<22} "
         f"{'chance':>7}  {'scored/skipped/failed':<22} lost"
+        + ("  control: mean [95% CI]" if df["control"].is_not_null().any() else "")
     ]
     for r in df.iter_rows(named=True):
         ci = f"{r['mean']:.3f} [{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]"
@@ -103,5 +146,11 @@ def format_summary(df: pl.DataFrame) -> list[str]:
             f"{r['metric']:<18} {ci:<22} "
             f"{r['chance']:>7.3f}  {counts:<22} "
             f"{r['examples_lost']}"
+            + (
+                f"  {r['control']}: {r['control_mean']:.3f} "
+                f"[{r['control_ci_lo']:.3f}, {r['control_ci_hi']:.3f}]"
+                if r.get("control")
+                else ""
+            )
         )
     return lines
