@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -139,6 +141,24 @@ class Scorer(ABC):
     def empty_metrics(self) -> dict[str, float]:
         """The scorer's metric columns, all NaN: the row of a latent that got no number."""
         return {}
+
+    @property
+    def model(self) -> str:
+        """What the scores come from (the ``model`` column): the judge; an LLM-free scorer
+        names its own model."""
+        return self.ctx.llm_model
+
+    def prepare(
+        self,
+        run_dir: Path,
+        config: Any,
+        hookpoint: str,
+        latents: Sequence[int],
+        explanations: Sequence[str],
+    ) -> None:
+        """Optional pre-pass, once per hookpoint before any latent is scored (``config``: the
+        RunConfig): e.g. embed every window the run needs in big batches. Default: nothing."""
+        return None
 
     @abstractmethod
     async def score(

@@ -154,7 +154,10 @@ def score(
     scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``."""
     run_dir = Path(run_dir)
     names = check_scorers(
-        list(scorers or config.score.scorers), config.llm.backend, config.score.simulation.mode
+        list(scorers or config.score.scorers),
+        config.llm.backend,
+        config.score.simulation.mode,
+        config.score.surprisal.backend,
     )
     expl = load_explanations(run_dir) if explanations is None else explanations
     if hookpoints:
@@ -255,7 +258,9 @@ def _execute(
         run_parallel(run_dir, config, jobs, workers, bar.update)
 
 
-def run_jobs(run_dir: Path, config: RunConfig, jobs: list[Any], on_latent: Any) -> int:
+def run_jobs(
+    run_dir: Path, config: RunConfig, jobs: list[Any], on_latent: Any, shard: str | None = None
+) -> int:
     """Score ``jobs`` (hookpoint, latent, explanation, scorer name, config hash) in this
     process, writing part files only (a worker of scorers/parallel.py)."""
     names = sorted({j[3] for j in jobs})
@@ -270,7 +275,7 @@ def run_jobs(run_dir: Path, config: RunConfig, jobs: list[Any], on_latent: Any) 
             raise RuntimeError(f"{name}: worker config hash differs from the parent's")
         work[hp].setdefault(latent, []).append((e, scorer, chash))
     _prepare(run_dir, config, work)
-    run_loop(_run(run_dir, config, work, outputs, False, on_latent))
+    run_loop(_run(run_dir, config, work, outputs, False, on_latent, shard))
     return len(jobs)
 
 
@@ -281,8 +286,9 @@ async def _run(
     outputs: _Outputs,
     progress: bool,
     on_latent: Any = None,
+    cache_shard: str | None = None,
 ) -> None:
-    client = open_client(config, run_dir)
+    client = open_client(config, run_dir, cache_shard=cache_shard)
     total = sum(len(v) for v in work.values())
 
     def items() -> Iterator[LatentExamples]:
