@@ -122,7 +122,7 @@ def calibrate(
     names = list(scorers or cfg.score.scorers)
     from autointerp.scorers.registry import check_scorers
 
-    check_scorers(names, cfg.llm.backend, cfg.score.simulation.mode)
+    check_scorers(names, cfg.llm.backend, cfg.score.simulation.mode, cfg.score.surprisal.backend)
     folder = write_planted_coder(run_dir / "planted-coder", DEFAULT_RULES)
     [hookpoint_dir] = cache_activations(cfg, progress=progress).values()
     hookpoint = hookpoint_dir.name

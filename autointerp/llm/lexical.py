@@ -163,7 +163,35 @@ def fuzz(task: dict[str, Any]) -> dict[str, Any]:
     return {"labels": labels, "probabilities": probs}
 
 
-TASKS = {"explain": explain, "detect": detect, "simulate": simulate, "fuzz": fuzz}
+def intruder(task: dict[str, Any]) -> dict[str, Any]:
+    """The example whose highlighted tokens the others share least: per example, the mean over
+    its distinct highlighted tokens (stripped, lower-cased) of the share of the OTHER examples
+    that highlight that token too (0 without highlights); the intruder is the lowest (ties: the
+    first). ``intruder`` is 1-based, as the examples are numbered."""
+    sets = []
+    for ex in task.get("examples", []):
+        marks = ex.get("highlighted") or []
+        marked = {t.strip().lower() or t for t, m in zip(ex["tokens"], marks, strict=False) if m}
+        sets.append(marked)
+    if not sets:
+        raise ValueError("no examples")
+    others = max(1, len(sets) - 1)
+    scores = [
+        sum(sum(t in o for j, o in enumerate(sets) if j != i) for t in s) / (len(s) * others)
+        if s
+        else 0.0
+        for i, s in enumerate(sets)
+    ]
+    return {"intruder": scores.index(min(scores)) + 1, "scores": [round(x, 6) for x in scores]}
+
+
+TASKS = {
+    "explain": explain,
+    "detect": detect,
+    "simulate": simulate,
+    "fuzz": fuzz,
+    "intruder": intruder,
+}
 
 
 class LexicalBackend(Backend):

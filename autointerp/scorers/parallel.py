@@ -27,9 +27,13 @@ Job = tuple[str, int, dict[str, Any], str, str]
 
 def n_workers(config: RunConfig, n_latents: int) -> int:
     """``score.workers`` when set, else one per CPU core (at most 4) when there are enough
-    latents to pay for starting them (seconds each); always 1 for in-process vLLM."""
+    latents to pay for starting them (seconds each); always 1 for in-process vLLM and for a
+    surprisal scorer LM that may sit on a GPU."""
     if config.llm.backend == "vllm":
         return 1
+    sp = config.score.surprisal
+    if "surprisal" in config.score.scorers and sp.backend == "hf" and sp.device != "cpu":
+        return 1  # one scorer LM on the accelerator, not one per process
     if config.score.workers:  # as asked (never more than one per latent)
         return max(1, min(config.score.workers, n_latents))
     auto = min(4, os.cpu_count() or 1)

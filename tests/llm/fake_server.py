@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Responder = Callable[[dict[str, Any]], str]
+# (prompt tokens, request) -> the logprob of each prompt token after the first (default -1.0)
+PromptScorer = Callable[[list[str], dict[str, Any]], list[float]]
 
 
 @dataclass
@@ -48,13 +50,19 @@ def _tid(token: str) -> int:
     return zlib.crc32(token.encode()) % 50_000
 
 
-def _prompt_logprobs(tokens: list[str]) -> list[Any]:
+def _prompt_logprobs(tokens: list[str], values: list[float] | None = None) -> list[Any]:
     """vLLM server format: None for the first token, then {token_id: {logprob, rank, ...}}."""
-    rest = [{str(_tid(t)): {"logprob": -1.0, "rank": 1, "decoded_token": t}} for t in tokens[1:]]
+    values = values if values is not None else [-1.0] * (len(tokens) - 1)
+    rest = [
+        {str(_tid(t)): {"logprob": v, "rank": 1, "decoded_token": t}}
+        for t, v in zip(tokens[1:], values, strict=True)
+    ]
     return [None, *rest]
 
 
-def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str, Any]:
+def completion_body(
+    request: dict[str, Any], text: str, chat: bool, prompt_scorer: PromptScorer | None = None
+) -> dict[str, Any]:
     if chat:
         prompt_text = " ".join(str(m.get("content", "")) for m in request.get("messages", []))
     else:
@@ -73,6 +81,7 @@ def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str,
         "usage": usage,
     }
     k_prompt = request.get("prompt_logprobs")
+    values = prompt_scorer(p_toks, request) if prompt_scorer and k_prompt is not None else None
     if chat:
         body["object"] = "chat.completion"
         choice["message"] = {"role": "assistant", "content": text}
@@ -90,7 +99,7 @@ def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str,
                 ]
             }
         if k_prompt is not None:
-            body["prompt_logprobs"] = _prompt_logprobs(p_toks)
+            body["prompt_logprobs"] = _prompt_logprobs(p_toks, values)
             body["prompt_token_ids"] = [_tid(t) for t in p_toks]
     else:
         body["object"] = "text_completion"
@@ -103,7 +112,7 @@ def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str,
                 "text_offset": list(range(len(c_toks))),
             }
         if k_prompt is not None:
-            choice["prompt_logprobs"] = _prompt_logprobs(p_toks)
+            choice["prompt_logprobs"] = _prompt_logprobs(p_toks, values)
             choice["prompt_token_ids"] = [_tid(t) for t in p_toks]
     body["choices"] = [choice]
     return body
@@ -112,9 +121,15 @@ def completion_body(request: dict[str, Any], text: str, chat: bool) -> dict[str,
 class FakeServer:
     """Serve on 127.0.0.1 in a background thread (``start``) or in this thread (``serve``)."""
 
-    def __init__(self, latency: float = 0.0, responder: Responder = default_responder) -> None:
+    def __init__(
+        self,
+        latency: float = 0.0,
+        responder: Responder = default_responder,
+        prompt_scorer: PromptScorer | None = None,
+    ) -> None:
         self.latency = latency
         self.responder = responder
+        self.prompt_scorer = prompt_scorer  # scripted prompt logprobs (default all -1.0)
         self.actions: deque[Action] = deque()
         self.hits = 0
         self.requests: list[dict[str, Any]] = []
@@ -238,7 +253,7 @@ class FakeServer:
             action.status, payload = 404, json.dumps({"error": {"message": "no route"}})
         else:
             text = action.text if action.text is not None else self.responder(request)
-            payload = json.dumps(completion_body(request, text, chat))
+            payload = json.dumps(completion_body(request, text, chat, self.prompt_scorer))
         data = payload.encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in action.headers.items())
         writer.write(
