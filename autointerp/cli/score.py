@@ -23,7 +23,10 @@ from autointerp.cli.common import (
 )
 
 ScorersOpt = typer.Option(
-    None, "--scorers", help="comma list: detection,fuzzing,simulation,embedding (default: config)"
+    None,
+    "--scorers",
+    help="comma list of detection, fuzzing, simulation, embedding, intruder, surprisal "
+    "(default: config)",
 )
 ForceOpt = typer.Option(False, "--force", help="score again what is already scored")
 ControlOpt = typer.Option(
