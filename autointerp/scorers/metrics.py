@@ -333,6 +333,17 @@ def _window_draws(
     return _counts(np.concatenate(idx, axis=1), n_windows)
 
 
+@lru_cache(maxsize=64)
+def _cached_window_draws(
+    n_boot: int, groups: bytes | None, n_windows: int, seed: int
+) -> np.ndarray:
+    """:func:`_window_draws` for a group layout (int64 bytes), computed once (read-only)."""
+    g = None if groups is None else np.frombuffer(groups, dtype=np.int64)
+    counts = _window_draws(np.random.default_rng(seed), n_boot, g, n_windows)
+    counts.flags.writeable = False
+    return counts
+
+
 def pearson_metrics(
     truth_windows: Sequence[np.ndarray],
     pred_windows: Sequence[np.ndarray],
@@ -369,8 +380,15 @@ def pearson_metrics(
         for g in np.unique(groups[groups >= 0]):
             subsets[f"pearson_q{g}"] = (groups == g) | (groups == -1)
 
+    if groups is not None:  # windows in group order: latents with the same mix share draws
+        order = np.argsort(groups, kind="stable")
+        xs, ys, groups = [xs[i] for i in order], [ys[i] for i in order], groups[order]
+        for key in subsets:
+            subsets[key] = subsets[key][order]
     stats = _window_stats(xs, ys)
-    counts = _window_draws(np.random.default_rng(seed), n_boot, groups, n_windows)
+    counts = _cached_window_draws(
+        n_boot, None if groups is None else groups.tobytes(), n_windows, seed
+    )
     for key, mask in subsets.items():
         sel = np.flatnonzero(mask)
         x = np.concatenate([xs[i] for i in sel]) if sel.size else np.empty(0)
