@@ -303,8 +303,12 @@ def test_parallel_workers_write_the_same_scores(run: Path, tmp_path: Path) -> No
     for name, path in two.items():
         got = pl.read_parquet(path).drop("latency_s")
         diff = [c for c in got.columns if not got[c].equals(frames[name][c])]
-        assert diff == [], (name, diff, [got[c].to_list()[:4] for c in diff[:2]],
-                            [frames[name][c].to_list()[:4] for c in diff[:2]])
+        assert diff == [], (
+            name,
+            diff,
+            [got[c].to_list()[:4] for c in diff[:2]],
+            [frames[name][c].to_list()[:4] for c in diff[:2]],
+        )
         ex = pl.read_parquet(path.with_name(f"{name}.examples.parquet"))
         assert ex.height > 0 and ex["latent"].n_unique() == N_LAT - 2
     assert not (run / "scores" / "_parts").exists()

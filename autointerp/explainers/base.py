@@ -72,6 +72,7 @@ class ExplainContext:
     seed: int
     config_hash: str
     score_config: Any = None  # ScoreConfig, for best-of-k's selection scoring
+    run_dir: Any = None  # the run directory (the output explainer reads output_views/)
 
 
 def row(

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-ExplainerName = Literal["default", "contrastive", "token-list", "best-of-k", "iterative"]
+ExplainerName = Literal["default", "contrastive", "token-list", "best-of-k", "iterative", "output"]
 
 
 class ExplainConfig(BaseModel):
@@ -43,6 +43,9 @@ class ExplainConfig(BaseModel):
     iter_max_false_negatives: int = Field(
         5, ge=0, description="iterative: judge's false negatives shown per revision"
     )
+    output_with_examples: bool = Field(
+        False, description="output: show the activating windows beside the output views"
+    )
     iter_holdout: int = Field(
         12,
         ge=2,
@@ -65,6 +68,8 @@ class ExplainConfig(BaseModel):
             "token-list": ["n_examples", "n_contrast", "top_tokens"],
             "best-of-k": [*prompt, "k", "k_base", "k_temperature"]
             + (["n_contrast"] if self.k_base == "contrastive" else []),
+            "output": ["top_tokens", "temperature", "max_tokens", "output_with_examples"]
+            + (["n_examples", "highlight_threshold"] if self.output_with_examples else []),
             "iterative": [
                 *prompt,
                 "temperature",

@@ -10,6 +10,7 @@ from autointerp.explainers.default import (
     TokenListExplainer,
 )
 from autointerp.explainers.iterative import IterativeExplainer
+from autointerp.explainers.output import OutputExplainer
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     cls.name: cls
@@ -19,6 +20,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
         TokenListExplainer,
         BestOfKExplainer,
         IterativeExplainer,
+        OutputExplainer,
     )
 }
 

@@ -108,6 +108,7 @@ def explain(
             seed=config.seed,
             config_hash=explain_hash(config, run_dir, hp, backend),
             score_config=config.score,
+            run_dir=run_dir,
         )
         plans.append((hp, ids, make_explainer(ctx)))
     table = PartTable(explanations_path(run_dir), KEY, SCHEMA)

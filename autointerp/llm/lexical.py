@@ -185,12 +185,33 @@ def intruder(task: dict[str, Any]) -> dict[str, Any]:
     return {"intruder": scores.index(min(scores)) + 1, "scores": [round(x, 6) for x in scores]}
 
 
+def steer_judge(task: dict[str, Any]) -> dict[str, Any]:
+    """The set of steered completions that mentions the explanation's keys most (occurrences of
+    each key, case-insensitive, over the set's texts); ties: the first. ``choice`` is 1-based."""
+    keys = [k.strip().lower() for k in quoted_tokens(task.get("explanation", "")) if k.strip()]
+    sets = task.get("sets") or []
+    if not sets:
+        raise ValueError("no sets")
+    counts = [sum(" ".join(s).lower().count(k) for k in keys) for s in sets]
+    return {"choice": counts.index(max(counts)) + 1, "counts": counts}
+
+
+def explain_output(task: dict[str, Any]) -> dict[str, Any]:
+    """The tokens the latent promotes: its steering view's top tokens when given, else its
+    logit-lens top tokens (``top_k`` of them)."""
+    top = task.get("steer_top") or task.get("lens_top") or []
+    shown = [t for t in top if t.strip()][: int(task.get("top_k", 5))]
+    return {"explanation": render_tokens(shown) if shown else "no output tokens"}
+
+
 TASKS = {
     "explain": explain,
     "detect": detect,
     "simulate": simulate,
     "fuzz": fuzz,
     "intruder": intruder,
+    "steer_judge": steer_judge,
+    "explain_output": explain_output,
 }
 
 
@@ -213,7 +234,7 @@ class LexicalBackend(Backend):
             result = fn(task)
         except (KeyError, TypeError, ValueError) as e:
             raise FatalError(f"malformed {task.get('kind')} task: {e!r}") from e
-        text = result["explanation"] if fn is explain else json.dumps(result)
+        text = result["explanation"] if fn in (explain, explain_output) else json.dumps(result)
         return LLMResponse(
             text=text,
             parsed=result,

@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCORERS = ("detection", "fuzzing", "simulation", "embedding", "intruder", "surprisal")
+SCORERS = (
+    "detection",
+    "fuzzing",
+    "simulation",
+    "embedding",
+    "intruder",
+    "surprisal",
+    "intervention",
+)
 
 
 class _Section(BaseModel):
@@ -79,6 +87,37 @@ class SurprisalConfig(_Section):
     batch_size: int = Field(32, ge=1, description="hf backend: windows per forward pass")
 
 
+class InterventionConfig(_Section):
+    """Steering the subject model (docs/intervention.md)."""
+
+    target_kl: float = Field(0.5, gt=0.0, description="KL(clean || steered) alpha is tuned to")
+    kl_tol: float = Field(0.1, gt=0.0, lt=1.0, description="relative tolerance on the KL")
+    max_steps: int = Field(12, ge=1, description="calibration rounds (steered forwards) at most")
+    mode: Literal["add", "clamp"] = Field(
+        "add", description="'add': + alpha * decoder row; 'clamp': latent clamped to alpha"
+    )
+    positions: Literal["last", "all"] = Field(
+        "last",
+        description="steer the last position of each forward (prompt end, then each "
+        "generated token) or every position",
+    )
+    n_prompts: int = Field(8, ge=1, description="held-out test prompts per latent")
+    prompt_max_tokens: int = Field(32, ge=1, description="prompt tokens before the first firing")
+    prompt_min_tokens: int = Field(4, ge=1, description="shorter prompts are not used")
+    completion_tokens: int = Field(16, ge=1, description="sampled completion length")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature of completions")
+    batch_rows: int = Field(256, ge=1, description="(latent, prompt) rows per forward pass")
+    view_k: int = Field(10, ge=1, description="tokens per output view")
+    device: str = Field("auto", description="subject (and hf scorer LM) device")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    surprisal_backend: Literal["hf", "llm"] = Field(
+        "hf", description="'hf': local causal LM; 'llm': the LLM layer's prompt logprobs"
+    )
+    surprisal_model: str | None = Field(None, description="hf: hub id or folder; null: demo LM")
+    judge_trials: int = Field(3, ge=1, description="judge prompts per latent (3 sets each)")
+    judge_max_tokens: int = Field(50, gt=0)
+
+
 class ScoreConfig(_Section):
     """Which scorers run, on which windows, with which statistics."""
 
@@ -90,6 +129,7 @@ class ScoreConfig(_Section):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     intruder: IntruderConfig = Field(default_factory=IntruderConfig)
     surprisal: SurprisalConfig = Field(default_factory=SurprisalConfig)
+    intervention: InterventionConfig = Field(default_factory=InterventionConfig)
     highlight_threshold: float = Field(0.0, ge=0.0, lt=1.0, description="as explain's")
     n_boot: int = Field(1000, ge=10, description="bootstrap resamples of every CI")
     seed: int | None = Field(None, description="default: the run's seed")

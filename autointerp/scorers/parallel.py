@@ -34,6 +34,9 @@ def n_workers(config: RunConfig, n_latents: int) -> int:
     sp = config.score.surprisal
     if "surprisal" in config.score.scorers and sp.backend == "hf" and sp.device != "cpu":
         return 1  # one scorer LM on the accelerator, not one per process
+    iv = config.score.intervention
+    if "intervention" in config.score.scorers and iv.device != "cpu":
+        return 1  # the steered subject model on the accelerator, not one per process
     if config.score.workers:  # as asked (never more than one per latent)
         return max(1, min(config.score.workers, n_latents))
     auto = min(4, os.cpu_count() or 1)

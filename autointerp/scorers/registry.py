@@ -6,6 +6,7 @@ from autointerp.scorers.base import ScoreContext, Scorer
 from autointerp.scorers.detection import DetectionScorer
 from autointerp.scorers.embedding import EmbeddingScorer
 from autointerp.scorers.fuzzing import FuzzingScorer
+from autointerp.scorers.intervention import InterventionScorer
 from autointerp.scorers.intruder import IntruderScorer
 from autointerp.scorers.simulation import SimulationScorer
 from autointerp.scorers.surprisal import SurprisalScorer
@@ -19,6 +20,7 @@ SCORERS: dict[str, type[Scorer]] = {
         EmbeddingScorer,
         IntruderScorer,
         SurprisalScorer,
+        InterventionScorer,
     )
 }
 HEADLINE: dict[str, tuple[str, ...]] = {
@@ -28,6 +30,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "embedding": ("auroc",),
     "intruder": ("accuracy",),
     "surprisal": ("auroc", "drop_activating"),
+    "intervention": ("surprisal_score", "judge_accuracy"),
 }
 
 
