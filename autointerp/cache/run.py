@@ -1,7 +1,8 @@
 """``cache_activations``: the cache stage, streaming and resumable.
 
-Windows are processed in chunks sized in bytes (cache/budget.py); each chunk's nonzeros (for every
-hookpoint, from ONE forward pass per batch) go to a spill file written by a background thread.
+Windows are processed in chunks sized in bytes (cache/budget.py); each chunk's nonzeros (for
+every hookpoint, from ONE forward pass per batch) go to a spill file written by a background
+thread.
 After the last chunk, every latent range is merged into its part file. A killed run restarts
 from its last complete chunk or part, and ends with the same bytes as an uninterrupted one.
 """
