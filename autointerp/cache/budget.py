@@ -27,11 +27,12 @@ GB = 1 << 30
 MB = 1 << 20
 NONZERO_BYTES = 14  # int32 latent + int32 seq_id + int16 pos + float32 value
 # The chunk that fills (its columns: 14 B) plus the chunk being written (remaining columns,
-# the sort order, the sorted copies, Parquet buffers: ~34 B at its peak).
-FORWARD_BYTES_PER_NONZERO = 48
+# the sort order, the sorted copies, Parquet buffers: ~34 B at its peak) and allocator slack:
+# measured 55-92 B a nonzero above the first batch's peak (demo SAE, ctx_len 256).
+FORWARD_BYTES_PER_NONZERO = 96
 # One latent shard in the merge: its row groups, the sort order, the sorted copy, the
-# statistics' group-by and the Parquet writer.
-MERGE_BYTES_PER_NONZERO = 64
+# statistics' group-by (polars) and the Parquet writer: measured ~100 B a nonzero.
+MERGE_BYTES_PER_NONZERO = 100
 TOKEN_BYTES = 4
 MAX_CHUNKS = 256  # larger runs get larger chunks (while the budget allows): few files to merge
 LEGACY_CHUNK_WINDOWS = 2048  # chunk size of caches started before chunks were sized in bytes
