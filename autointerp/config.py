@@ -69,8 +69,20 @@ class CacheConfig(StrictModel):
     n_tokens: int = Field(1_000_000, gt=0)
     ctx_len: int = Field(64, ge=2)
     batch_size: int = Field(64, gt=0, description="windows per forward pass")
-    chunk_windows: int = Field(
-        2048, gt=0, description="windows per resumable chunk (the unit of kill-and-resume)"
+    max_memory_gb: float = Field(
+        4.0,
+        gt=0,
+        description="memory budget of the whole cache stage (process RSS: model and coder "
+        "included); chunks, the spill writer and the merge are sized to stay within it",
+    )
+    chunk_target_rows: int = Field(
+        4_000_000,
+        gt=0,
+        description="nonzeros per resumable chunk aimed at (more for very large runs, so that "
+        "there are at most ~256 chunks; never more than max_memory_gb allows)",
+    )
+    chunk_windows: int | None = Field(
+        None, gt=0, description="at most this many windows per chunk (default: sized by bytes)"
     )
     shard_latents: int | None = Field(
         None, gt=0, description="latents per output shard; default sized from n_tokens"

@@ -1,14 +1,20 @@
 """Benchmark of the cache stage on the bundled demo model + SAE (not a timed test).
 
-Runs, each in a fresh subprocess (so peak RSS is that run's own):
+For each ``--ctx-len`` it runs, each in a fresh subprocess (so peak RSS is that run's own):
   limit  the bare forward (stopped at the deepest hookpoint) + SAE encode_sparse over N tokens,
          windows tokenized beforehand, nothing written: the speed limit of caching;
-  small  the full cache of N tokens (cache_activations, fresh run directory);
-  large  the same with 4N tokens.
-The LAST line printed is one JSON object with tokens_per_s_forward_encode, tokens_per_s_cache,
-overhead_ratio (cache / limit), peak_rss_mb_small, peak_rss_mb_large and context.
+  cache  the full cache (cache_activations, fresh run directory, default memory settings) of
+         s * N tokens for every scale s of ``--scales`` (default 1 4 16).
+The text is the standard library's source, repeated in a JSON-lines file when the largest
+scale needs more tokens than it holds. The LAST line printed is one JSON object with
+peak_rss_mb_ctx<C>_<s>N for every run, rss_growth_max (the largest peak RSS ratio of the
+largest scale to the smallest, over the context lengths), overhead_ratio (the smallest, over
+the context lengths, of full cache / limit tokens/s at N) and context.
 
-    python scripts/bench_cache.py [--n-tokens 262144] [--model DIR] [--sae DIR] [--device auto]
+    python scripts/bench_cache.py [--n-tokens 262144] [--ctx-len 64 256] [--scales 1 4 16]
+        [--batch-size B] [--model DIR] [--sae DIR] [--device auto]
+
+The batch size defaults to 64 windows at ctx_len <= 64 and 8,192 tokens above (32 at 256).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ def make_config(args: argparse.Namespace, run_dir: Path, n_tokens: int) -> RunCo
             "cache.n_tokens": n_tokens,
             "cache.ctx_len": args.ctx_len,
             "cache.batch_size": args.batch_size,
+            "dataset.source": args.dataset,
         },
     )
 
@@ -112,28 +119,10 @@ def child_cache(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_child(args: argparse.Namespace, mode: str, n_tokens: int, run_dir: Path) -> dict:
     """Run one mode in a fresh process; returns its JSON plus its own peak RSS (wait4)."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        mode,
-        "--n-tokens",
-        str(n_tokens),
-        "--run-dir",
-        str(run_dir),
-        "--model",
-        args.model,
-        "--sae",
-        args.sae,
-        "--hookpoint",
-        args.hookpoint,
-        "--device",
-        args.device,
-        "--ctx-len",
-        str(args.ctx_len),
-        "--batch-size",
-        str(args.batch_size),
-    ]
+    cmd = [sys.executable, __file__, "--child", mode, "--n-tokens", str(n_tokens)]
+    cmd += ["--run-dir", str(run_dir), "--model", args.model, "--sae", args.sae]
+    cmd += ["--hookpoint", args.hookpoint, "--device", args.device, "--dataset", args.dataset]
+    cmd += ["--ctx-len", str(args.ctx_len), "--batch-size", str(args.batch_size)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -143,7 +132,48 @@ def run_child(args: argparse.Namespace, mode: str, n_tokens: int, run_dir: Path)
         raise SystemExit(f"{mode} run failed with exit code {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"mode": mode, "ctx_len": args.ctx_len, **result}), flush=True)
     return result
+
+
+def write_dataset(path: Path, n_tokens: int) -> str:
+    """The stdlib text as JSON lines, repeated until it holds ~1.2 x n_tokens (~3.5 chars a
+    token), so that no scale runs out of text."""
+    from autointerp.data.stdlib import stdlib_texts
+
+    texts = list(stdlib_texts("all"))
+    chars = sum(len(t) for t in texts)
+    repeats = max(1, -(-int(n_tokens * 1.2 * 3.5) // chars))
+    with path.open("w", encoding="utf-8") as fh:
+        for _ in range(repeats):
+            for text in texts:
+                fh.write(json.dumps({"text": text}) + "\n")
+    return str(path)
+
+
+def bench_ctx(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    ctx, n = args.ctx_len, args.n_tokens
+    limit = run_child(args, "limit", n, work / f"limit{ctx}")
+    runs = {s: run_child(args, "cache", s * n, work / f"cache{ctx}_{s}") for s in args.scales}
+    first, last = runs[args.scales[0]], runs[args.scales[-1]]
+    out: dict[str, Any] = {
+        f"tokens_per_s_forward_encode_ctx{ctx}": round(limit["tokens_per_s_forward_encode"]),
+        f"tokens_per_s_cache_ctx{ctx}": round(first["tokens_per_s_cache"]),
+        f"overhead_ratio_ctx{ctx}": round(
+            first["tokens_per_s_cache"] / limit["tokens_per_s_forward_encode"], 3
+        ),
+        f"peak_rss_mb_ctx{ctx}_limit": round(limit["peak_rss_mb"], 1),
+    }
+    for s, r in runs.items():
+        out[f"peak_rss_mb_ctx{ctx}_{s}N"] = round(r["peak_rss_mb"], 1)
+    out[f"rss_growth_ctx{ctx}"] = round(last["peak_rss_mb"] / first["peak_rss_mb"], 3)
+    out[f"mean_l0_ctx{ctx}"] = round(limit["mean_l0"], 2)
+    out[f"timings_ctx{ctx}"] = {
+        f"{s}N": {k: r[k] for k in ("prepare_s", "forward_s", "merge_s")} for s, r in runs.items()
+    }
+    out[f"shards_ctx{ctx}"] = {f"{s}N": r["n_shards"] for s, r in runs.items()}
+    out["device"] = limit["device"]
+    return out
 
 
 def main() -> None:
@@ -153,45 +183,36 @@ def main() -> None:
     p.add_argument("--sae", default=DEMO_CODER)
     p.add_argument("--hookpoint", default=DEMO_HOOKPOINT)
     p.add_argument("--device", default="auto")
-    p.add_argument("--ctx-len", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--ctx-len", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--dataset", default=None, help="default: the stdlib text, repeated as needed")
     p.add_argument("--child", choices=["limit", "cache"], default=None)
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
     if args.child:
+        args.ctx_len = args.ctx_len[0]
         result = child_limit(args) if args.child == "limit" else child_cache(args)
         print(json.dumps(result))
         return
     work = Path(tempfile.mkdtemp(prefix="bench_cache_"))
+    report: dict[str, Any] = {"n_tokens": args.n_tokens, "scales": args.scales}
+    batch_size = args.batch_size
     try:
-        n = args.n_tokens
-        limit = run_child(args, "limit", n, work / "limit")
-        small = run_child(args, "cache", n, work / "small")
-        large = run_child(args, "cache", 4 * n, work / "large")
+        if args.dataset is None:
+            top = args.n_tokens * max(args.scales)
+            args.dataset = write_dataset(work / "text.jsonl", top)
+        for ctx in args.ctx_len:
+            args.ctx_len = ctx
+            args.batch_size = batch_size or (64 if ctx <= 64 else max(1, 8192 // ctx))
+            report.update(bench_ctx(args, work))
+            report[f"batch_size_ctx{ctx}"] = args.batch_size
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = {
-        "device": limit["device"],
-        "n_tokens_small": small["tokens"],
-        "n_tokens_large": large["tokens"],
-        "tokens_per_s_forward_encode": round(limit["tokens_per_s_forward_encode"]),
-        "tokens_per_s_full_forward": round(limit["tokens_per_s_full_forward"]),
-        "tokens_per_s_cache": round(small["tokens_per_s_cache"]),
-        "tokens_per_s_cache_large": round(large["tokens_per_s_cache"]),
-        "tokens_per_s_cache_incl_startup": round(small["tokens_per_s_cache_incl_startup"]),
-        "overhead_ratio": round(
-            small["tokens_per_s_cache"] / limit["tokens_per_s_forward_encode"], 3
-        ),
-        "peak_rss_mb_limit": round(limit["peak_rss_mb"], 1),
-        "peak_rss_mb_small": round(small["peak_rss_mb"], 1),
-        "peak_rss_mb_large": round(large["peak_rss_mb"], 1),
-        "rss_ratio_large_small": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
-        "mean_l0": round(limit["mean_l0"], 2),
-        "timings_small": {k: small[k] for k in ("prepare_s", "forward_s", "merge_s")},
-        "timings_large": {k: large[k] for k in ("prepare_s", "forward_s", "merge_s")},
-        "shards_small": small["n_shards"],
-        "shards_large": large["n_shards"],
-    }
+    ctxs = [k for k in report if k.startswith("rss_growth_ctx")]
+    report["rss_growth_max"] = max(report[k] for k in ctxs)
+    ratios = [v for k, v in report.items() if k.startswith("overhead_ratio_ctx")]
+    report["overhead_ratio"] = min(ratios)
     print(json.dumps(report))
 
 

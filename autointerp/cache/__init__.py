@@ -5,6 +5,7 @@ reads it back. Files are documented in docs/formats.md.
 """
 
 from autointerp.cache.errors import (
+    CacheBudgetError,
     CacheError,
     CacheMismatchError,
     CacheMissingError,
@@ -15,6 +16,7 @@ from autointerp.cache.run import cache_activations
 
 __all__ = [
     "ActivationCache",
+    "CacheBudgetError",
     "CacheError",
     "CacheMismatchError",
     "CacheMissingError",

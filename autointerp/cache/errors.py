@@ -26,3 +26,7 @@ class CacheMismatchError(CacheError):
 
 class CacheMissingError(CacheError):
     """No complete cache where one was expected."""
+
+
+class CacheBudgetError(CacheError):
+    """``cache.max_memory_gb`` cannot hold what the stage needs at the least (one batch)."""

@@ -24,10 +24,12 @@ from autointerp.cache.layout import (
     write_parquet_atomic,
 )
 from autointerp.cache.stats import shard_stats
+from autointerp.cache.writer import release_memory
 
 log = logging.getLogger(__name__)
 
 KILL_AFTER_SHARDS_ENV = "AUTOINTERP_KILL_AFTER_SHARDS"
+TOKEN_ROW_GROUP_TOKENS = 1 << 20  # tokens per row group of tokens.parquet
 
 
 def merge_shards(
@@ -35,7 +37,8 @@ def merge_shards(
 ) -> None:
     """Write every missing ``activations/part-*.parquet`` (and its stats) from the chunks.
 
-    Memory holds one shard: its row group of every chunk, concatenated.
+    Memory holds one shard: its row group of every chunk, concatenated and sorted (shards are
+    sized for that in cache/budget.py), plus the footers of the chunk files.
     """
     kill_after = int(os.environ.get(KILL_AFTER_SHARDS_ENV, "0") or 0)
     todo = [
@@ -58,6 +61,7 @@ def merge_shards(
         stats = shard_stats(table, start, end, n_tokens_counted)
         write_parquet_atomic(stats.to_arrow(), layout.shard_stats(start, end))
         del table, stats
+        release_memory()  # hand the shard's buffers back before the next one
         log.debug("shard %d-%d written", start, end)
         if kill_after and written >= kill_after:
             log.warning(
@@ -77,12 +81,24 @@ def _shard_table(
     return table.take(pa.array(np.argsort(key, kind="stable")))
 
 
-def write_tokens(layout: CacheLayout, n_chunks: int) -> None:
-    """Stream the token chunks, in order, into ``tokens.parquet`` (one row group per chunk)."""
+def write_tokens(layout: CacheLayout, n_chunks: int, ctx_len: int) -> None:
+    """Stream the token chunks, in order, into ``tokens.parquet``.
+
+    Row groups hold ``TOKEN_ROW_GROUP_TOKENS`` tokens whatever the chunk size, so the file's
+    bytes do not depend on the memory budget.
+    """
     if layout.tokens.exists():
         return
+    rows = max(1, TOKEN_ROW_GROUP_TOKENS // ctx_len)
     tmp = tmp_path(layout.tokens)
     writer: pq.ParquetWriter | None = None
+    pending: list[pa.Table] = []
+    n_pending = 0
+
+    def flush(table: pa.Table) -> None:
+        assert writer is not None
+        writer.write_table(table.combine_chunks(), row_group_size=max(1, table.num_rows))
+
     try:
         for c in range(n_chunks):
             table = read_parquet(layout.token_chunk(c))
@@ -90,7 +106,14 @@ def write_tokens(layout: CacheLayout, n_chunks: int) -> None:
                 writer = pq.ParquetWriter(
                     tmp, table.schema, compression="zstd", write_page_checksum=True
                 )
-            writer.write_table(table, row_group_size=max(1, table.num_rows))
+            pending.append(table)
+            n_pending += table.num_rows
+            while n_pending >= rows:
+                whole = pa.concat_tables(pending)
+                flush(whole.slice(0, rows))
+                pending, n_pending = [whole.slice(rows)], n_pending - rows
+        if n_pending:
+            flush(pa.concat_tables(pending))
     finally:
         if writer is not None:
             writer.close()
@@ -113,7 +136,7 @@ def finalize(
     layout: CacheLayout, shards: list[tuple[int, int]], n_chunks: int, meta: dict[str, Any]
 ) -> None:
     """Token table, statistics, then meta.json; then drop the work folder."""
-    write_tokens(layout, n_chunks)
+    write_tokens(layout, n_chunks, int(meta["ctx_len"]))
     write_stats(layout, shards)
     write_meta(layout, meta)
     shutil.rmtree(layout.work, ignore_errors=True)

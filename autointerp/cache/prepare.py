@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autointerp.cache.budget import LEGACY_CHUNK_WINDOWS
 from autointerp.cache.layout import FORMAT_VERSION, CacheLayout
 from autointerp.cache.state import State, inspect
 from autointerp.coders.base import SparseCoder
@@ -19,6 +22,8 @@ from autointerp.data.dataset import iter_texts, iter_windows, n_windows_for
 from autointerp.subject.hookpoints import Hookpoint
 
 log = logging.getLogger(__name__)
+
+SECTIONS = ("subject", "coder", "dataset", "cache")  # what cached values depend on
 
 
 @dataclass
@@ -43,12 +48,27 @@ class Prepared:
     skip_first: bool  # exclude_bos and the tokenizer has a BOS
 
 
-def fingerprint(config: RunConfig, spec: str) -> str:
-    """Hash of everything a hookpoint's cached values depend on (the device excluded)."""
+# Settings that size buffers but never change the cached bytes: left out of the fingerprint,
+# so a killed run can resume with another memory budget.
+MEMORY_SETTINGS = ("max_memory_gb", "chunk_target_rows", "chunk_windows")
+
+
+def fingerprint(config: RunConfig, spec: str, legacy: bool = False) -> str:
+    """Hash of everything a hookpoint's cached values depend on (device and memory excluded).
+
+    ``legacy``: the hash as computed before chunks were sized in bytes (it covered
+    ``chunk_windows``, then 2048 by default), to recognise caches made or started then.
+    """
     probe = config.model_copy(deep=True)
     probe.subject.device = "-"
     probe.cache.hookpoints = [spec]
-    return f"v{FORMAT_VERSION}-" + probe.section_hash("subject", "coder", "dataset", "cache")
+    payload = {s: getattr(probe, s).model_dump(mode="json") for s in SECTIONS}
+    for key in MEMORY_SETTINGS:
+        payload["cache"].pop(key)
+    if legacy:
+        payload["cache"]["chunk_windows"] = config.cache.chunk_windows or LEGACY_CHUNK_WINDOWS
+    blob = json.dumps(payload, sort_keys=True).encode()
+    return f"v{FORMAT_VERSION}-" + hashlib.sha256(blob).hexdigest()[:16]
 
 
 def load_hookpoint(
@@ -95,7 +115,8 @@ def prepare(config: RunConfig) -> Prepared:
         seen.add(hp.spec)
         layout = CacheLayout.of(config.run_dir, hp.spec)
         fp = fingerprint(config, hp.spec)
-        jobs.append(Job(hp, coder, layout, fp, inspect(layout, fp)))
+        state = inspect(layout, fp, fingerprint(config, hp.spec, legacy=True))
+        jobs.append(Job(hp, coder, layout, fp, state))
     cc = config.cache
     n_windows = n_windows_for(cc.n_tokens, cc.ctx_len)
     windows = iter_windows(iter_texts(config.dataset), tokenizer, cc.ctx_len, n_windows)

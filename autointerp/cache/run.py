@@ -1,7 +1,8 @@
 """``cache_activations``: the cache stage, streaming and resumable.
 
-Windows are processed in chunks of ``chunk_windows``; each chunk's nonzeros (for every
-hookpoint, from ONE forward pass per batch) go to a spill file written by a background thread.
+Windows are processed in chunks sized in bytes (cache/budget.py); each chunk's nonzeros (for
+every hookpoint, from ONE forward pass per batch) go to a spill file written by a background
+thread.
 After the last chunk, every latent range is merged into its part file. A killed run restarts
 from its last complete chunk or part, and ends with the same bytes as an uninterrupted one.
 """
@@ -16,14 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from autointerp.cache.budget import (
+    LEGACY_CHUNK_WINDOWS,
+    peak_rss_bytes,
+    plan_memory,
+    reset_peak_rss,
+)
 from autointerp.cache.encode import SparseEncoder
+from autointerp.cache.errors import CacheError
 from autointerp.cache.layout import FORMAT_VERSION, plan_shard_latents, shard_ranges
 from autointerp.cache.merge import finalize, merge_shards
 from autointerp.cache.prepare import Job, Prepared, prepare
 from autointerp.cache.progress import token_progress
 from autointerp.cache.state import begin, load_plan, read_meta, save_json
 from autointerp.cache.writer import Chunk, ChunkWriter, HookpointTarget, existing_chunks
-from autointerp.config import RunConfig, save_config
+from autointerp.config import CacheConfig, RunConfig, save_config
 
 log = logging.getLogger(__name__)
 
@@ -71,42 +79,53 @@ def _forward(config: RunConfig, prep: Prepared, jobs: list[Job], progress: bool)
     ctx = cc.ctx_len
     counted = ctx - 1 if prep.skip_first else ctx
     plans = {j.hookpoint.spec: load_plan(j.layout) for j in jobs}
-    coders = {j.hookpoint.spec: j.coder for j in jobs}
+    chunk_windows = recorded_chunk_windows(plans, cc)
     layouts = [j.layout for j in jobs]
+    coders = {j.hookpoint.spec: j.coder for j in jobs}
+    windows = prep.windows
     writer: ChunkWriter | None = None
-    n_seqs = n_chunks = 0
+    n_seqs = index = 0
     with (
         SparseEncoder(
             prep.model, [j.hookpoint for j in jobs], coders, prep.device, prep.skip_first
         ) as encoder,
         token_progress("caching", prep.n_windows * ctx, progress) as bar,
     ):
-        for index in itertools.count():
-            block = list(itertools.islice(prep.windows, cc.chunk_windows))
-            if not block:
-                break
-            n_chunks = index + 1
-            if existing_chunks(layouts, index):
-                n_seqs += len(block)
-                bar.advance(len(block) * ctx)
+        while True:
+            if chunk_windows is not None and existing_chunks(layouts, index):
+                n = sum(1 for _ in itertools.islice(windows, chunk_windows))
+                if n == 0:
+                    break
+                n_seqs, index = n_seqs + n, index + 1
+                bar.advance(n * ctx)
                 continue
-            windows = np.stack(block)
             chunk = Chunk(index=index, seq_offset=n_seqs)
-            for b in range(0, len(windows), cc.batch_size):
-                batch = windows[b : b + cc.batch_size]
+            while chunk.n_windows < (chunk_windows or cc.batch_size):
+                size = min(cc.batch_size, (chunk_windows or cc.batch_size) - chunk.n_windows)
+                block = list(itertools.islice(windows, size))
+                if not block:
+                    break
+                batch = np.stack(block)
+                if writer is None:
+                    reset_peak_rss()  # measure what the model, coders and one batch take
                 nz = encoder.encode(batch)
                 if writer is None:
-                    _plan_missing(config, prep, jobs, plans, nz, len(batch) * counted)
+                    chunk_windows = _plan(config, prep, jobs, plans, nz, len(batch) * counted)
                     writer = ChunkWriter(_targets(jobs, plans))
-                chunk.add(batch, b, nz)
-                bar.advance(len(batch) * ctx)
+                chunk.add(batch, nz)
+                del nz, batch, block
+                bar.advance(size * ctx)
+            if chunk.n_windows == 0:
+                break
+            assert writer is not None
+            n_seqs, index = n_seqs + chunk.n_windows, index + 1
             writer.put(chunk)
-            n_seqs += len(windows)
+            del chunk
         if writer is not None:
             writer.close()
     for job in jobs:
-        save_json(job.layout.done, {"n_chunks": n_chunks, "n_seqs": n_seqs})
-    return n_chunks, n_seqs
+        save_json(job.layout.done, {"n_chunks": index, "n_seqs": n_seqs})
+    return index, n_seqs
 
 
 def load_done(job: Job) -> tuple[int, int] | None:
@@ -118,35 +137,63 @@ def load_done(job: Job) -> tuple[int, int] | None:
     return int(d["n_chunks"]), int(d["n_seqs"])
 
 
-def _plan_missing(
+def recorded_chunk_windows(plans: dict[str, dict[str, Any] | None], cc: CacheConfig) -> int | None:
+    """The chunk size a resumed run must keep (chunk files are numbered in it), or None.
+
+    A plan written before chunks were sized in bytes has no ``chunk_windows``: its chunks hold
+    ``cache.chunk_windows`` (then defaulting to 2048) windows, and it resumes with them.
+    """
+    legacy = cc.chunk_windows or LEGACY_CHUNK_WINDOWS
+    found = {p.get("chunk_windows", legacy) for p in plans.values() if p is not None}
+    found.discard(None)
+    if len(found) > 1:
+        raise CacheError(
+            f"these hookpoints were started with different chunk sizes ({sorted(found)} "
+            "windows), so they cannot resume in one pass; cache them in separate commands"
+        )
+    return int(found.pop()) if found else None
+
+
+def _plan(
     config: RunConfig,
     prep: Prepared,
     jobs: list[Job],
     plans: dict[str, dict[str, Any] | None],
     nz: dict[str, Any],
     batch_tokens: int,
-) -> None:
-    """Size the latent shards of each new job from the first batch's mean L0."""
+) -> int:
+    """Resolve the memory plan from the first batch (its L0 and the peak RSS so far), size the
+    latent shards of each new job, log the sizes; returns the chunk size in windows."""
     cc = config.cache
     counted = cc.ctx_len - 1 if prep.skip_first else cc.ctx_len
+    l0 = {spec: len(n) / max(batch_tokens, 1) for spec, n in nz.items()}
+    memory = plan_memory(cc, sum(l0.values()) * counted, prep.n_windows, peak_rss_bytes())
+    log.info(memory.describe(cc.ctx_len))
+    recorded = recorded_chunk_windows(plans, cc)
+    chunk_windows = recorded if recorded is not None else memory.chunk_windows
+    if recorded is not None and recorded != memory.chunk_windows:
+        log.info("resuming with the chunks of the first run: %d windows each", recorded)
     for job in jobs:
         spec = job.hookpoint.spec
-        if plans[spec] is not None:
-            continue
-        l0 = len(nz[spec]) / max(batch_tokens, 1)
-        expected = prep.n_windows * counted * l0
-        n_latents = job.coder.n_latents
-        size = cc.shard_latents or plan_shard_latents(n_latents, expected, cc.shard_target_rows)
-        plan = {"shards": shard_ranges(n_latents, size), "mean_l0": l0}
-        save_json(job.layout.plan, plan)
+        plan = plans[spec]
+        if plan is None:
+            expected = prep.n_windows * counted * l0[spec]
+            n_latents = job.coder.n_latents
+            rows = memory.shard_target_rows
+            size = cc.shard_latents or plan_shard_latents(n_latents, expected, rows)
+            plan = {"shards": shard_ranges(n_latents, size), "mean_l0": l0[spec]}
+            log.info(
+                "%s: mean L0 %.1f, %d latents per shard (%d shards)",
+                spec,
+                l0[spec],
+                size,
+                len(plan["shards"]),
+            )
+        if plan.get("chunk_windows") != chunk_windows:
+            plan["chunk_windows"] = chunk_windows
+            save_json(job.layout.plan, plan)
         plans[spec] = plan
-        log.info(
-            "%s: mean L0 %.1f, %d latents per shard (%d shards)",
-            spec,
-            l0,
-            size,
-            len(plan["shards"]),
-        )
+    return chunk_windows
 
 
 def _targets(

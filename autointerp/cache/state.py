@@ -37,11 +37,16 @@ def read_meta(layout: CacheLayout) -> dict[str, Any]:
         raise CorruptCacheError(layout.meta, str(exc).splitlines()[0][:120]) from None
 
 
-def inspect(layout: CacheLayout, fingerprint: str) -> State:
-    """Classify the directory and validate every file a resume would rely on."""
+def inspect(layout: CacheLayout, fingerprint: str, legacy: str | None = None) -> State:
+    """Classify the directory and validate every file a resume would rely on.
+
+    ``legacy`` is the same config's fingerprint as computed before the memory settings were
+    left out of it: a cache made (or started) then is still complete (or resumable).
+    """
+    accepted = {fingerprint, legacy or fingerprint}
     if layout.meta.exists():
         meta = read_meta(layout)
-        if meta.get("config_hash") != fingerprint:
+        if meta.get("config_hash") not in accepted:
             raise _mismatch(layout, str(meta.get("config_hash")), fingerprint)
         missing = [s for s in meta["shards"] if not layout.part(int(s[0]), int(s[1])).exists()]
         for s in meta["shards"]:
@@ -58,7 +63,7 @@ def inspect(layout: CacheLayout, fingerprint: str) -> State:
     fp_file = _fingerprint_file(layout)
     if fp_file.exists():
         found = fp_file.read_text().strip()
-        if found != fingerprint:
+        if found not in accepted:
             raise _mismatch(layout, found, fingerprint)
         plan = load_plan(layout)
         n_shards = len(plan["shards"]) if plan else None
@@ -86,7 +91,8 @@ def begin(layout: CacheLayout, fingerprint: str, state: State) -> None:
     if state == "resume" and layout.meta.exists():
         meta = read_meta(layout)
         if not layout.plan.exists():
-            save_json(layout.plan, {"shards": meta["shards"], "mean_l0": None})
+            plan = {"shards": meta["shards"], "mean_l0": None, "chunk_windows": None}
+            save_json(layout.plan, plan)
         layout.meta.unlink()  # incomplete again until the missing parts are rebuilt
 
 

@@ -29,20 +29,28 @@ KILL_AFTER_CHUNKS_ENV = "AUTOINTERP_KILL_AFTER_CHUNKS"
 _SPILL_COMPRESSION = "lz4"  # temporary files: fast beats small
 
 
+COLUMNS = ("latent", "seq", "pos", "value")
+
+
 @dataclass
 class Chunk:
-    """The windows of one chunk and, per hookpoint, the nonzeros of its batches."""
+    """The windows of one chunk and, per hookpoint, the nonzero columns of its batches."""
 
     index: int
     seq_offset: int
+    n_windows: int = 0
     tokens: list[np.ndarray] = field(default_factory=list)
-    nonzeros: dict[str, list[Nonzeros]] = field(default_factory=dict)
+    columns: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
 
-    def add(self, windows: np.ndarray, batch_seq_offset: int, nz: dict[str, Nonzeros]) -> None:
+    def add(self, windows: np.ndarray, nz: dict[str, Nonzeros]) -> None:
+        """Append a batch (its ``seq`` counts from the batch's first window)."""
         self.tokens.append(windows)
         for spec, n in nz.items():
-            n.seq = n.seq + np.int32(self.seq_offset + batch_seq_offset)
-            self.nonzeros.setdefault(spec, []).append(n)
+            cols = self.columns.setdefault(spec, {c: [] for c in COLUMNS})
+            n.seq += np.int32(self.seq_offset + self.n_windows)
+            for c in COLUMNS:
+                cols[c].append(getattr(n, c))
+        self.n_windows += len(windows)
 
 
 @dataclass
@@ -52,26 +60,24 @@ class HookpointTarget:
     n_latents: int
 
 
-def chunk_table(parts: list[Nonzeros], n_latents: int) -> pa.Table:
-    """Concatenate batches and sort stably by latent (rows are already in (seq, pos) order)."""
-    latent = np.concatenate([p.latent for p in parts]) if parts else np.empty(0, np.int32)
+def chunk_table(columns: dict[str, list[np.ndarray]] | None, n_latents: int) -> pa.Table:
+    """Concatenate batches and sort stably by latent (rows are already in (seq, pos) order).
+
+    The batch arrays are released column by column as the sorted copies are made, so the peak
+    is the unsorted columns, the sort order and one sorted column more (~34 bytes a nonzero).
+    """
+    if not columns or not columns["latent"]:
+        return NONZERO_SCHEMA.empty_table()
+    latent = np.concatenate(columns.pop("latent"))
     if n_latents <= 1 << 16:
         order = np.argsort(latent.astype(np.uint16), kind="stable")  # radix sort
     else:
         order = np.argsort(latent, kind="stable")
-    cols = {"latent": latent[order]}
-    for name in ("seq", "pos", "value"):
-        arr = np.concatenate([getattr(p, name) for p in parts]) if parts else np.empty(0)
-        cols[name] = arr[order]
-    return pa.Table.from_arrays(
-        [
-            pa.array(cols["latent"], pa.int32()),
-            pa.array(cols["seq"], pa.int32()),
-            pa.array(cols["pos"], pa.int16()),
-            pa.array(cols["value"], pa.float32()),
-        ],
-        schema=NONZERO_SCHEMA,
-    )
+    arrays = [pa.array(latent[order], pa.int32())]
+    del latent
+    for name, dtype in (("seq", pa.int32()), ("pos", pa.int16()), ("value", pa.float32())):
+        arrays.append(pa.array(np.concatenate(columns.pop(name))[order], dtype))
+    return pa.Table.from_arrays(arrays, schema=NONZERO_SCHEMA)
 
 
 def tokens_table(windows: list[np.ndarray], seq_offset: int) -> pa.Table:
@@ -89,11 +95,13 @@ def write_chunk(chunk: Chunk, targets: dict[str, HookpointTarget]) -> None:
     for spec, target in targets.items():
         path = target.layout.chunk(chunk.index)
         if not path.exists():
-            table = chunk_table(chunk.nonzeros.get(spec, []), target.n_latents)
+            table = chunk_table(chunk.columns.pop(spec, None), target.n_latents)
             lat = table.column("latent").to_numpy()
             bounds = np.searchsorted(lat, [s for s, _ in target.shards] + [target.n_latents])
             sizes = np.diff(bounds).tolist()
+            del lat
             write_parquet_atomic(table, path, sizes, compression=_SPILL_COMPRESSION)
+            del table
         tok_path = target.layout.token_chunk(chunk.index)
         if not tok_path.exists():
             tokens = tokens if tokens is not None else tokens_table(chunk.tokens, chunk.seq_offset)
@@ -101,11 +109,15 @@ def write_chunk(chunk: Chunk, targets: dict[str, HookpointTarget]) -> None:
 
 
 class ChunkWriter:
-    """Writes chunks on a background thread while the next batches run through the model."""
+    """Writes chunks on a background thread while the next batches run through the model.
 
-    def __init__(self, targets: dict[str, HookpointTarget], depth: int = 1) -> None:
+    It holds at most one chunk: ``put`` waits until the previous chunk is written, so memory
+    holds the chunk being written and the one filling, never a queue of them.
+    """
+
+    def __init__(self, targets: dict[str, HookpointTarget]) -> None:
         self.targets = targets
-        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._written = 0
         self._kill_after = int(os.environ.get(KILL_AFTER_CHUNKS_ENV, "0") or 0)
@@ -115,19 +127,23 @@ class ChunkWriter:
     def _loop(self) -> None:
         while True:
             chunk = self._queue.get()
-            if chunk is None:
-                return
             try:
+                if chunk is None:
+                    return
                 if self._error is None:
                     write_chunk(chunk, self.targets)
-                    self._after_write(chunk.index)
+                    del chunk
+                    self._after_write()
             except BaseException as exc:  # reported to the producer on its next call
                 self._error = exc
+            finally:
+                chunk = None
+                self._queue.task_done()
 
-    def _after_write(self, index: int) -> None:
+    def _after_write(self) -> None:
         release_memory()
         self._written += 1
-        log.debug("chunk %d written", index)
+        log.debug("%d chunks written", self._written)
         if self._kill_after and self._written >= self._kill_after:
             log.warning(
                 "%s=%d: killing this process (test hook)", KILL_AFTER_CHUNKS_ENV, self._kill_after
@@ -139,6 +155,8 @@ class ChunkWriter:
             raise self._error
 
     def put(self, chunk: Chunk) -> None:
+        """Hand ``chunk`` over once the previous one is written (the caller drops its reference)."""
+        self._queue.join()
         self._check()
         self._queue.put(chunk)
 

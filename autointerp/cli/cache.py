@@ -34,6 +34,9 @@ def cache(
     n_tokens: int | None = typer.Option(None, "--n-tokens", help="tokens to cache"),
     ctx_len: int | None = typer.Option(None, "--ctx-len", help="tokens per window"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="windows per forward"),
+    max_memory_gb: float | None = typer.Option(
+        None, "--max-memory-gb", help="memory budget of the stage (default 4)"
+    ),
     device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda"),
     local_files_only: bool | None = typer.Option(
         None, "--local-files-only/--allow-download", help="never download model files"
@@ -64,6 +67,7 @@ def cache(
             "cache.n_tokens": n_tokens,
             "cache.ctx_len": ctx_len,
             "cache.batch_size": batch_size,
+            "cache.max_memory_gb": max_memory_gb,
         },
     )
     errors = (
