@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--skip-lexical", action="store_true")
+    parser.add_argument("--workers", type=int, default=None, help="score.workers (default auto)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     ensure_demo(args.run_dir, args.n_tokens)
@@ -101,6 +102,7 @@ def main() -> None:
                 "llm.api_key_env": "BENCH_FAKE_KEY",
                 "llm.concurrency": args.concurrency,
                 "llm.timeout_s": 30.0,
+                "score.workers": args.workers,
             },
         )
         latents = range(args.latents)

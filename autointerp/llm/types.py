@@ -25,7 +25,9 @@ class SamplingParams(_Model):
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = Field(256, gt=0)
-    stop: list[str] = Field(default_factory=list)
+    # plain mutable defaults (pydantic copies them per instance): a default_factory makes
+    # model_construct inspect the factory's signature on every call, a hot path here
+    stop: list[str] = []
     seed: int | None = None
 
 
@@ -42,7 +44,7 @@ class TokenLogprob(_Model):
     token: str
     logprob: float | None
     token_id: int | None = None
-    top: list[TopLogprob] = Field(default_factory=list)
+    top: list[TopLogprob] = []
 
 
 class LLMRequest(_Model):
@@ -60,7 +62,7 @@ class LLMRequest(_Model):
     logprobs: int | None = Field(None, ge=0, le=20, description="top-k at generated positions")
     prompt_logprobs: int | None = Field(None, ge=0, le=20, description="top-k at prompt positions")
     task: dict[str, Any] | None = None
-    tags: dict[str, str | int] = Field(default_factory=dict)
+    tags: dict[str, str | int] = {}
 
     def cache_key(self, backend: str, model: str) -> str:
         """sha256 of the canonical JSON of everything that determines the answer."""
@@ -102,7 +104,7 @@ class LLMResponse(_Model):
     backend: str = ""
     model: str = ""
     cached: bool = False
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = {}
 
     @property
     def ok(self) -> bool:

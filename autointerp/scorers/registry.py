@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
+from autointerp.runner.lazy import LazyRegistry
 from autointerp.scorers.base import ScoreContext, Scorer
-from autointerp.scorers.detection import DetectionScorer
-from autointerp.scorers.embedding import EmbeddingScorer
-from autointerp.scorers.fuzzing import FuzzingScorer
-from autointerp.scorers.intervention import InterventionScorer
-from autointerp.scorers.intruder import IntruderScorer
-from autointerp.scorers.simulation import SimulationScorer
-from autointerp.scorers.surprisal import SurprisalScorer
 
-SCORERS: dict[str, type[Scorer]] = {
-    cls.name: cls
-    for cls in (
-        DetectionScorer,
-        FuzzingScorer,
-        SimulationScorer,
-        EmbeddingScorer,
-        IntruderScorer,
-        SurprisalScorer,
-        InterventionScorer,
-    )
-}
+_S = "autointerp.scorers"
+SCORERS: LazyRegistry = LazyRegistry(
+    {
+        "detection": f"{_S}.detection:DetectionScorer",
+        "fuzzing": f"{_S}.fuzzing:FuzzingScorer",
+        "simulation": f"{_S}.simulation:SimulationScorer",
+        "embedding": f"{_S}.embedding:EmbeddingScorer",
+        "intruder": f"{_S}.intruder:IntruderScorer",
+        "surprisal": f"{_S}.surprisal:SurprisalScorer",
+        "intervention": f"{_S}.intervention:InterventionScorer",
+    }
+)  # name -> Scorer class, imported on first use
 HEADLINE: dict[str, tuple[str, ...]] = {
     "detection": ("balanced_accuracy", "auroc", "f1"),
     "fuzzing": ("balanced_accuracy", "auroc", "f1"),
