@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+from bench_score import fresh_copy  # scripts/ is on sys.path when run as a script
 
 from autointerp.config import load_config
 from autointerp.embedding import Embedder
@@ -36,16 +37,6 @@ from autointerp.scorers.run import score
 
 PHRASES_A = ("the keyword def", "numbers in code", "closing brackets", "English prose", "imports")
 PHRASES_B = ("function names", "string quotes", "indentation", "comments", "class definitions")
-
-
-def fresh_copy(src: Path, dst: Path) -> Path:
-    """The run's cache metadata and examples, without explanations, scores or embeddings."""
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src / "examples", dst / "examples", ignore=shutil.ignore_patterns("_parts"))
-    for meta in (src / "cache").glob("*/meta.json"):
-        (dst / "cache" / meta.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(meta, dst / "cache" / meta.parent.name / "meta.json")
-    return dst
 
 
 def explanations(run: Path, phrases: tuple[str, ...], tag: str) -> pl.DataFrame:

@@ -30,9 +30,10 @@ SERVER = Path(__file__).resolve().parents[1] / "tests" / "llm" / "fake_server.py
 log = logging.getLogger("bench_llm")
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen[str], int]:
+def start_server(latency: float, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    """tests/llm/fake_server.py in its own process (``extra``: more of its arguments)."""
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--latency", str(latency)],
+        [sys.executable, str(SERVER), "--latency", str(latency), *extra],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -21,33 +21,17 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_llm import start_server  # scripts/ is on sys.path when run as a script
 
 from autointerp.config import load_config
 from autointerp.explainers.run import explain
 from autointerp.scorers.run import score
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "tests" / "llm" / "fake_server.py"
 SCORERS = ["detection", "fuzzing"]
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--latency", str(latency), "--responder", "judge"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("PORT "):
-        proc.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return proc, int(line.split()[1])
 
 
 def fresh_copy(src: Path, dst: Path) -> Path:
@@ -89,7 +73,7 @@ def main() -> None:
     ensure_demo(args.run_dir, args.n_tokens)
     tmp = Path(tempfile.mkdtemp(prefix="bench_score_"))
     out: dict[str, object] = {}
-    proc, port = start_server(args.latency)
+    proc, port = start_server(args.latency, "--responder", "judge")
     try:
         os.environ.setdefault("BENCH_FAKE_KEY", "sk-bench")
         run = fresh_copy(args.run_dir, tmp / "llm")

@@ -95,6 +95,34 @@ WINDOW_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def window_columns(row: dict[str, Any], split: str) -> dict[str, Any]:
+    """The columns that say which window an example row is (``WINDOW_SCHEMA``)."""
+    return {
+        "split": split,
+        **{k: row[k] for k in ("kind", "sampler", "quantile", "seq_id", "start")},
+    }
+
+
+def collected(
+    scorer: str,
+    metrics: dict[str, float],
+    examples: list[dict[str, Any]],
+    n_ok: int,
+    n_total: int,
+    tally: Tally,
+    errors: list[str | None],
+) -> ScoreResult:
+    """A ScoreResult from per-example answers; ``failed`` (never a number) when none was
+    usable, with the first error as the reason."""
+    result = ScoreResult(
+        metrics=metrics, examples=examples, n_examples=n_ok, n_lost=n_total - n_ok, tally=tally
+    )
+    if n_ok == 0:
+        first = next((e for e in errors if e), "no answer")
+        result.status, result.error = "failed", f"every {scorer} answer failed: {first}"
+    return result
+
+
 @dataclass
 class ScoreContext:
     config: ScoreConfig

@@ -29,7 +29,14 @@ from autointerp.explainers.base import explanation_id
 from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples, examples_path
 from autointerp.runner.session import run_vocab
-from autointerp.scorers.base import KEY_SCHEMA, WINDOW_SCHEMA, ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.base import (
+    KEY_SCHEMA,
+    WINDOW_SCHEMA,
+    ScoreContext,
+    Scorer,
+    ScoreResult,
+    window_columns,
+)
 from autointerp.scorers.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -144,12 +151,7 @@ class EmbeddingScorer(Scorer):
         metrics["cos_contrast"] = float(sims[~truth].mean()) if (~truth).any() else float("nan")
         examples = [
             {
-                "split": split,
-                "kind": r["kind"],
-                "sampler": r["sampler"],
-                "quantile": r["quantile"],
-                "seq_id": r["seq_id"],
-                "start": r["start"],
+                **window_columns(r, split),
                 "truth": bool(t),
                 "similarity": float(s),
             }

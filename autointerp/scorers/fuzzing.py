@@ -6,13 +6,13 @@ window (truth 0)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples, highlight_mask
-from autointerp.scorers.base import Scorer, ScoreResult, seeded_rng
-from autointerp.scorers.judge import EXAMPLE_SCHEMA, Item, judge, request, window_meta
-from autointerp.scorers.metrics import binary_metrics
+from autointerp.scorers.base import seeded_rng
+from autointerp.scorers.judge import BinaryJudgeScorer, Item, window_meta
 from autointerp.text import highlight
 
 
@@ -26,9 +26,9 @@ def wrong_mask(acts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return mask
 
 
-class FuzzingScorer(Scorer):
+class FuzzingScorer(BinaryJudgeScorer):
     name = "fuzzing"
-    example_schema = EXAMPLE_SCHEMA
+    task_kind = "fuzz"
 
     def items(self, ex: LatentExamples, split: str) -> list[Item]:
         rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split, "highlights")
@@ -67,44 +67,5 @@ class FuzzingScorer(Scorer):
             highlighted=mask.astype(int).tolist(),
         )
 
-    def empty_metrics(self) -> dict[str, float]:
-        empty = binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
-        return {k: float("nan") for k in empty}
-
-    async def score(
-        self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"
-    ) -> ScoreResult:
-        items = self.items(ex, split)
-        if not items:
-            return ScoreResult(status="skipped", error=f"no {split} windows")
-        cfg = self.config.fuzzing
-        tags = {"stage": f"score:{self.name}", "latent": f"{ex.hookpoint}:{ex.latent}"}
-
-        def build(chunk: list[Item]):
-            task = {
-                "kind": "fuzz",
-                "explanation": explanation,
-                "examples": [{"tokens": it.tokens, "highlighted": it.highlighted} for it in chunk],
-            }
-            return request(
-                "fuzzing_system",
-                "fuzzing_user",
-                explanation,
-                chunk,
-                task,
-                cfg.max_tokens,
-                cfg.logprobs,
-                tags,
-            )
-
-        return await judge(
-            self.name,
-            items,
-            explanation,
-            llm,
-            per_prompt=cfg.examples_per_prompt,
-            rng=seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split),
-            build=build,
-            n_boot=self.config.n_boot,
-            seed=self.ctx.seed,
-        )
+    def task_example(self, item: Item) -> Any:
+        return {"tokens": item.tokens, "highlighted": item.highlighted}

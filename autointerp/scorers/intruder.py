@@ -34,6 +34,7 @@ from autointerp.scorers.base import (
     Scorer,
     ScoreResult,
     Tally,
+    collected,
     seeded_rng,
 )
 from autointerp.scorers.judge import window_meta
@@ -237,14 +238,4 @@ class IntruderScorer(Scorer):
         for b in sorted({b for b in bins if b is not None}):
             hits = [c for c, q in zip(correct, bins, strict=True) if q == b]
             metrics[f"accuracy_q{b}"] = float(np.mean(hits))
-        result = ScoreResult(
-            metrics=metrics,
-            examples=rows,
-            n_examples=len(correct),
-            n_lost=len(plist) - len(correct),
-            tally=tally,
-        )
-        if not correct:
-            result.status = "failed"
-            result.error = f"every intruder answer failed: {next(e for e in errors if e)}"
-        return result
+        return collected(self.name, metrics, rows, len(correct), len(plist), tally, errors)

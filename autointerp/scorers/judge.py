@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
@@ -14,7 +15,17 @@ import polars as pl
 from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
-from autointerp.scorers.base import KEY_SCHEMA, WINDOW_SCHEMA, ScoreResult, Tally
+from autointerp.runner.examples import LatentExamples
+from autointerp.scorers.base import (
+    KEY_SCHEMA,
+    WINDOW_SCHEMA,
+    Scorer,
+    ScoreResult,
+    Tally,
+    collected,
+    seeded_rng,
+    window_columns,
+)
 from autointerp.scorers.metrics import binary_metrics
 from autointerp.text import excerpts
 
@@ -191,19 +202,7 @@ async def judge(
         truth[ok], pred[ok].astype(bool), prob[ok] if have_prob else None, n_boot=n_boot, seed=seed
     )
     metrics.update(quantile_recall(items, ok, pred))
-    result = ScoreResult(
-        metrics=metrics,
-        examples=rows,
-        n_examples=int(ok.sum()),
-        n_lost=int((~ok).sum()),
-        tally=tally,
-    )
-    if not ok.any():
-        result.status, result.error = (
-            "failed",
-            f"every {name} answer failed: {next(e for e in error if e)}",
-        )
-    return result
+    return collected(name, metrics, rows, int(ok.sum()), n, tally, error)
 
 
 def quantile_recall(items: list[Item], ok: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -217,12 +216,67 @@ def quantile_recall(items: list[Item], ok: np.ndarray, pred: np.ndarray) -> dict
 
 
 def window_meta(row: dict[str, Any], split: str, variant: str | None = None) -> dict[str, Any]:
-    return {
-        "split": split,
-        "kind": row["kind"],
-        "sampler": row["sampler"],
-        "quantile": row["quantile"],
-        "seq_id": row["seq_id"],
-        "start": row["start"],
-        "variant": variant,
-    }
+    """A window's columns plus how it was shown (fuzzing: correct / wrong / contrast)."""
+    return {**window_columns(row, split), "variant": variant}
+
+
+class BinaryJudgeScorer(Scorer):
+    """What detection and fuzzing share: their windows (``items``) go to a judge in shuffled
+    batches of ``examples_per_prompt`` with the prompts ``<name>_system`` / ``<name>_user``;
+    the lexical baseline gets a ``task_kind`` payload with ``task_example`` per window."""
+
+    example_schema = EXAMPLE_SCHEMA
+    task_kind: ClassVar[str]
+
+    @abstractmethod
+    def items(self, ex: LatentExamples, split: str) -> list[Item]:
+        """The windows shown, with their truth."""
+
+    @abstractmethod
+    def task_example(self, item: Item) -> Any:
+        """One window as the lexical baseline's task payload sees it."""
+
+    def empty_metrics(self) -> dict[str, float]:
+        empty = binary_metrics(np.zeros(0, bool), np.zeros(0, bool))
+        return {k: float("nan") for k in empty}
+
+    async def score(
+        self, ex: LatentExamples, explanation: str, llm: LLMClient, split: str = "test"
+    ) -> ScoreResult:
+        items = self.items(ex, split)
+        if not items:
+            return ScoreResult(status="skipped", error=f"no {split} windows")
+        cfg = getattr(self.config, self.name)
+        tags: dict[str, str | int] = {
+            "stage": f"score:{self.name}",
+            "latent": f"{ex.hookpoint}:{ex.latent}",
+        }
+
+        def build(chunk: list[Item]) -> LLMRequest:
+            task = {
+                "kind": self.task_kind,
+                "explanation": explanation,
+                "examples": [self.task_example(it) for it in chunk],
+            }
+            return request(
+                f"{self.name}_system",
+                f"{self.name}_user",
+                explanation,
+                chunk,
+                task,
+                cfg.max_tokens,
+                cfg.logprobs,
+                tags,
+            )
+
+        return await judge(
+            self.name,
+            items,
+            explanation,
+            llm,
+            per_prompt=cfg.examples_per_prompt,
+            rng=seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split),
+            build=build,
+            n_boot=self.config.n_boot,
+            seed=self.ctx.seed,
+        )

@@ -33,7 +33,9 @@ from autointerp.scorers.base import (
     Scorer,
     ScoreResult,
     Tally,
+    collected,
     seeded_rng,
+    window_columns,
 )
 from autointerp.scorers.judge import batches
 from autointerp.scorers.metrics import pearson_metrics
@@ -244,26 +246,11 @@ class SimulationScorer(Scorer):
         )
         examples = [
             {
-                "split": split,
-                "kind": r["kind"],
-                "sampler": r["sampler"],
-                "quantile": r["quantile"],
-                "seq_id": r["seq_id"],
-                "start": r["start"],
+                **window_columns(r, split),
                 "truth": [float(a) for a in r["activations"]],
                 "prediction": preds[i],
                 "error": errors[i],
             }
             for i, r in enumerate(rows)
         ]
-        result = ScoreResult(
-            metrics=metrics,
-            examples=examples,
-            n_examples=len(ok),
-            n_lost=len(rows) - len(ok),
-            tally=tally,
-        )
-        if not ok:
-            result.status = "failed"
-            result.error = f"every simulation answer failed: {next(e for e in errors if e)}"
-        return result
+        return collected(self.name, metrics, examples, len(ok), len(rows), tally, errors)
