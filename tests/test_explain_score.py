@@ -325,3 +325,10 @@ def test_parallel_scoring_resumes_without_repeating_calls(
     shutil.rmtree(run / "scores")
     score(run, cfg, scorers=["detection"], progress=False)
     assert judge_server.hits == hits  # every answer came from the merged response cache
+
+
+def test_progress_bars_show_while_explaining_and_scoring(run: Path) -> None:
+    cfg = lexical(run)
+    explain(run, cfg, latents=range(3, 9), progress=True)
+    paths = score(run, cfg, scorers=["detection"], latents=range(3, 9), progress=True)
+    assert pl.read_parquet(paths["detection"]).height == 6

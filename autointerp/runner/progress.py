@@ -45,7 +45,7 @@ class StageProgress:
             self._progress.stop()
 
     def stats(self) -> str:
-        u = self.usage
+        u = getattr(self.usage, "total", self.usage)  # a UsageTracker or its Usage totals
         if u is None:  # work done in other processes: latents only
             return ""
         rate = u.requests / max(time.monotonic() - self._start, 1e-9)
