@@ -159,7 +159,7 @@ def test_correct_explanation_beats_a_wrong_one_on_both_scores(demo, tmp_path, mo
     r, w = right.metrics, wrong.metrics
     assert r["surprisal_score"] > 0 and r["surprisal_score"] > w["surprisal_score"]
     assert r["judge_accuracy"] == 1.0 and w["judge_accuracy"] == 0.0
-    assert r["judge_chance"] == pytest.approx(1 / 3) and r["kl"] == pytest.approx(data[0]["kl"])
+    assert r["judge_accuracy_chance"] == pytest.approx(1 / 3) and r["kl"] == pytest.approx(data[0]["kl"])
     assert right.tally.requests == 2 * 8 + 6
     assert {e["task"] for e in right.examples} == {"surprisal", "judge"}
 
@@ -183,7 +183,7 @@ def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path) -> None:
     df = pl.read_parquet(paths["intervention"])
     ok = df.filter(pl.col("status") == "ok")
     assert ok.height >= 4, df.select("latent", "status", "error")
-    assert ((ok["kl"] - 0.5).abs() <= 0.05).all() and (ok["judge_chance"] == 1 / 3).all()
+    assert ((ok["kl"] - 0.5).abs() <= 0.05).all() and (ok["judge_accuracy_chance"] == 1 / 3).all()
     assert ok["surprisal_score"].is_finite().all() and ok["judge_accuracy"].is_finite().all()
     views = read_views(run, HP)
     assert set(views) == set(range(2, 7)) and views[3]["lens_top"][0] == " return"

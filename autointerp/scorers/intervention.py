@@ -237,11 +237,11 @@ class InterventionScorer(Scorer):
             "surprisal_score": score,
             "surprisal_score_lo": lo,
             "surprisal_score_hi": hi,
-            "surprisal_chance": 0.0,
+            "surprisal_score_chance": 0.0,
             "judge_accuracy": acc["accuracy"],
             "judge_accuracy_lo": acc["accuracy_lo"],
             "judge_accuracy_hi": acc["accuracy_hi"],
-            "judge_chance": 1.0 / 3.0,
+            "judge_accuracy_chance": 1.0 / 3.0,
         }
         n_ok = int(np.isfinite(drops).sum()) + len(correct)
         n_lost = len(examples) - n_ok
