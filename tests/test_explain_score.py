@@ -11,17 +11,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from fake_server import Action, FakeServer
 from llm_helpers import SECRET
 from scripted_judge import ScriptedJudge
-from synthetic_cache import random_cache
+from stage_helpers import copy_run, served, synthetic_run
 
 from autointerp.config import RunConfig, load_config
 from autointerp.explainers.base import SCHEMA
 from autointerp.explainers.run import explain
-from autointerp.sampling import SampleConfig
-from autointerp.sampling.build import build_examples
 from autointerp.scorers.rescore import rescore
 from autointerp.scorers.run import score
 from autointerp.scorers.summary import summarize
@@ -33,36 +30,16 @@ DOCS = Path(__file__).parents[1] / "docs"
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("base")
-    random_cache(run, n_seqs=300, n_latents=N_LAT)
-    decoder = torch.randn(N_LAT, 8, generator=torch.Generator().manual_seed(0))
-    build_examples(run, SampleConfig(seed=1, window_len=16), decoder=decoder, progress=False)
-    return run
+    return synthetic_run(tmp_path_factory.mktemp("base"), N_LAT)
 
 
 @pytest.fixture
 def run(base_run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(base_run, dst)
-    return dst
+    return copy_run(base_run, tmp_path)
 
 
 def lexical(run: Path, **overrides: object) -> RunConfig:
     return load_config(None, {"run_dir": str(run), **overrides})
-
-
-def served(run: Path, server: FakeServer, **overrides: object) -> RunConfig:
-    fields = {
-        "llm.model": "openai:gpt-4o-mini",
-        "llm.base_url": server.base_url,
-        "llm.api_key_env": "FAKE_LLM_KEY",
-        "llm.max_attempts": 2,
-        "llm.backoff_initial_s": 0.01,
-        "llm.backoff_max_s": 0.02,
-        "llm.timeout_s": 5.0,
-        "llm.concurrency": 8,
-    }
-    return load_config(None, {"run_dir": str(run), **fields, **overrides})
 
 
 @pytest.fixture

@@ -159,7 +159,9 @@ def test_correct_explanation_beats_a_wrong_one_on_both_scores(demo, tmp_path, mo
     r, w = right.metrics, wrong.metrics
     assert r["surprisal_score"] > 0 and r["surprisal_score"] > w["surprisal_score"]
     assert r["judge_accuracy"] == 1.0 and w["judge_accuracy"] == 0.0
-    assert r["judge_accuracy_chance"] == pytest.approx(1 / 3) and r["kl"] == pytest.approx(data[0]["kl"])
+    assert r["judge_accuracy_chance"] == pytest.approx(1 / 3) and r["kl"] == pytest.approx(
+        data[0]["kl"]
+    )
     assert right.tally.requests == 2 * 8 + 6
     assert {e["task"] for e in right.examples} == {"surprisal", "judge"}
 

@@ -15,17 +15,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from fake_server import FakeServer
 from llm_helpers import SECRET
 from scipy.stats import chisquare
-from synthetic_cache import random_cache
+from stage_helpers import copy_run, served, synthetic_run
 
-from autointerp.config import DEMO_MODEL, RunConfig, load_config
+from autointerp.config import DEMO_MODEL, load_config
 from autointerp.explainers.run import explain
 from autointerp.runner.examples import iter_latent_examples
-from autointerp.sampling import SampleConfig
-from autointerp.sampling.build import build_examples
 from autointerp.scorers.base import ScoreContext
 from autointerp.scorers.intruder import IntruderScorer
 from autointerp.scorers.rescore import rescore
@@ -41,32 +38,14 @@ BLOCK = re.compile(r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\Z)", re.DOTALL | re.MULTILIN
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("intruder")
-    random_cache(run, n_seqs=300, n_latents=N_LAT)
-    decoder = torch.randn(N_LAT, 8, generator=torch.Generator().manual_seed(0))
-    build_examples(run, SampleConfig(seed=1, window_len=16), decoder=decoder, progress=False)
+    run = synthetic_run(tmp_path_factory.mktemp("intruder"), N_LAT)
     explain(run, load_config(None, {"run_dir": str(run)}), progress=False)
     return run
 
 
 @pytest.fixture
 def run(base_run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(base_run, dst)
-    return dst
-
-
-def served(run: Path, server: FakeServer, **overrides: object) -> RunConfig:
-    fields = {
-        "llm.model": "openai:gpt-4o-mini",
-        "llm.base_url": server.base_url,
-        "llm.api_key_env": "FAKE_LLM_KEY",
-        "llm.max_attempts": 2,
-        "llm.backoff_initial_s": 0.01,
-        "llm.timeout_s": 5.0,
-        "llm.concurrency": 8,
-    }
-    return load_config(None, {"run_dir": str(run), **fields, **overrides})
+    return copy_run(base_run, tmp_path)
 
 
 def expected_prompts(run: Path) -> dict[int, int]:

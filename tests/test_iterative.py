@@ -3,22 +3,19 @@ reads selection or test windows while revising, keeps the round best on selectio
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 from fake_server import FakeServer
 from llm_helpers import SECRET
 from scripted_judge import ScriptedJudge, default_explain
-from synthetic_cache import random_cache
+from stage_helpers import copy_run, synthetic_run
+from stage_helpers import served as served_config
 
 from autointerp.config import RunConfig, load_config
 from autointerp.explainers.base import SCHEMA
 from autointerp.explainers.run import explain
-from autointerp.sampling import SampleConfig
-from autointerp.sampling.build import build_examples
 from autointerp.scorers.run import score
 from autointerp.text import vocab_for
 
@@ -30,30 +27,17 @@ TOKEN = {4: "#", 5: "$", 6: "%", 7: "&", 9: "(", 10: ")"}  # latent l fires on t
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("iter")
-    random_cache(run, n_seqs=300, n_latents=N_LAT)
-    decoder = torch.randn(N_LAT, 8, generator=torch.Generator().manual_seed(0))
-    build_examples(run, SampleConfig(seed=1, window_len=16), decoder=decoder, progress=False)
-    return run
+    return synthetic_run(tmp_path_factory.mktemp("iter"), N_LAT)
 
 
 @pytest.fixture
 def run(base_run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(base_run, dst)
-    return dst
+    return copy_run(base_run, tmp_path)
 
 
 def served(run: Path, server: FakeServer, **overrides: object) -> RunConfig:
-    fields = {
-        "llm.model": "openai:gpt-4o-mini",
-        "llm.base_url": server.base_url,
-        "llm.api_key_env": "FAKE_LLM_KEY",
-        "llm.max_attempts": 1,
-        "llm.timeout_s": 5.0,
-        "explain.explainer": "iterative",
-    }
-    return load_config(None, {"run_dir": str(run), **fields, **overrides})
+    base = {"llm.max_attempts": 1, "explain.explainer": "iterative"}
+    return served_config(run, server, **{**base, **overrides})
 
 
 def wrong_first(user: str) -> str:
