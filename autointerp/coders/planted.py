@@ -311,4 +311,4 @@ if __name__ == "__main__":
 
     if len(sys.argv) != 2:
         sys.exit("usage: python -m autointerp.coders.planted FOLDER  (writes DEFAULT_RULES)")
-    print(write_planted_coder(sys.argv[1]))
+    sys.stdout.write(f"{write_planted_coder(sys.argv[1])}\n")
