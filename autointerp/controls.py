@@ -121,6 +121,11 @@ def sample_latents(run_dir: Path, hookpoint: str, n: int, seed: int) -> list[int
         .sort()
         .to_numpy()
     )
+    if not len(have):
+        raise ValueError(
+            f"{path.name} in {run_dir} has no latent of {hookpoint}: explain that hookpoint "
+            "before its control (or pass the --hookpoint that was explained)"
+        )
     rng = np.random.default_rng(seed)
     return sorted(int(x) for x in rng.choice(have, min(n, len(have)), replace=False))
 

@@ -121,7 +121,7 @@ def write_views(run_dir: Path, hookpoint: str, rows: list[dict[str, Any]]) -> Pa
     new = pl.DataFrame(rows, schema=VIEW_SCHEMA)
     if path.is_file():
         old = pl.read_parquet(path)
-        new = pl.concat([old.filter(~pl.col("latent").is_in(new["latent"])), new])
+        new = pl.concat([old.join(new.select("latent"), on="latent", how="anti"), new])
     tmp = path.with_suffix(".tmp")
     new.sort("latent").write_parquet(tmp)
     tmp.replace(path)

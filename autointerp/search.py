@@ -99,6 +99,8 @@ def headline_scores(run_dir: Path) -> pl.DataFrame | None:
 
 
 def _with_scores(rows: pl.DataFrame) -> pl.DataFrame:
+    if rows.is_empty():  # no explanation to rank (e.g. every one failed)
+        return rows
     parts = []
     for run in rows["run"].unique(maintain_order=True).to_list():
         sub = rows.filter(pl.col("run") == run)

@@ -277,3 +277,16 @@ def test_errors_are_one_line(planted, tmp_path):
         compare_runs(run_a, run_c, config=CompareConfig(by="decoder", embedding_model="tfidf"))
     result = CliRunner().invoke(app, ["compare", str(run_a), str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no cached hookpoint" in result.output
+
+
+def test_a_missing_embedding_model_fails_before_the_coders_load(planted, tmp_path, monkeypatch):
+    import autointerp.compare.run as compare_run
+
+    run_a, run_b, _, _ = planted
+    loads: list[object] = []
+    monkeypatch.setattr(compare_run, "load_decoder", lambda cache: loads.append(cache))
+    (tmp_path / "not_a_model").mkdir()
+    cfg = CompareConfig(embedding_model=str(tmp_path / "not_a_model"))
+    with pytest.raises(ValueError, match="not a sentence-transformers model folder"):
+        compare_runs(run_a, run_b, out_dir=tmp_path / "out", config=cfg)
+    assert loads == []  # no coder was loaded, no token file hashed

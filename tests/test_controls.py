@@ -107,3 +107,15 @@ def test_random_model_reinitialises_the_subject(tmp_path: Path) -> None:
     a, b = real.state_dict(), fake.state_dict()
     assert sorted(a) == sorted(b) and all(a[k].shape == b[k].shape for k in a)
     assert not any(torch.equal(a[k], b[k]) for k in a if a[k].float().std() > 0)
+
+
+def test_control_of_an_unexplained_hookpoint_fails_before_any_work(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    pl.DataFrame({"hookpoint": ["model.layers.0"], "latent": [3]}).write_parquet(
+        run / "explanations.parquet"
+    )
+    cfg = load_config(None, {"run_dir": str(run), "cache.hookpoints": [HP]})
+    with pytest.raises(ValueError, match=f"no latent of {HP}: explain that hookpoint"):
+        run_control(run, cfg, "random-coder", progress=False)
+    assert not control_dir(run, "random-coder").exists()  # no coder written, nothing cached

@@ -173,3 +173,21 @@ def test_missing_model_is_one_line_error(tmp_path) -> None:
         check_available(str(tmp_path / "empty"))
     res = CliRunner().invoke(app, ["search", str(tmp_path), "anything"])
     assert res.exit_code == 2 and "no explanations in" in res.output
+
+
+def test_search_and_neighbours_of_a_run_without_ok_explanations_are_empty(tmp_path) -> None:
+    pl.DataFrame(
+        {
+            "hookpoint": ["model.layers.0"],
+            "latent": [1],
+            "explainer": ["default"],
+            "explanation_id": ["x"],
+            "explanation": [None],
+            "selected": [True],
+            "status": ["failed"],
+        },
+        schema_overrides={"explanation": pl.String},
+    ).write_parquet(tmp_path / "explanations.parquet")
+    hits = search(tmp_path, "anything", k=3)
+    assert hits.height == 0 and hits.columns[:2] == ["rank", "similarity"]
+    assert nearest_latents(tmp_path, k=2).height == 0

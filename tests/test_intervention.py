@@ -163,10 +163,21 @@ def test_correct_explanation_beats_a_wrong_one_on_both_scores(demo, tmp_path, mo
         data[0]["kl"]
     )
     assert right.tally.requests == 2 * 8 + 6
+    assert list(r) == list(s.empty_metrics())  # an unscored row has the same metric columns
     assert {e["task"] for e in right.examples} == {"surprisal", "judge"}
 
 
-def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path) -> None:
+def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path, monkeypatch) -> None:
+    import autointerp.scorers.intervention_data as idata
+
+    monkeypatch.setattr(idata, "BLOCK_LATENTS", 2)  # 5 latents: stored in 3 blocks
+    writes: list[list[int]] = []
+    store = idata.write_store
+    monkeypatch.setattr(
+        idata,
+        "write_store",
+        lambda d, h, rows: (writes.append([r["latent"] for r in rows]), store(d, h, rows)),
+    )
     run = tmp_path / "run"
     random_cache(run, n_seqs=120, n_latents=8, vocab=800)
     coder = write_sparsify(tmp_path / "coder", d_in=256, n_latents=8, k=4)
@@ -193,6 +204,7 @@ def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path) -> None:
     again = score(run, cfg, scorers=["intervention"], latents=range(2, 7), progress=False)
     assert pl.read_parquet(again["intervention"]).height == df.height
     assert os.stat(store_path(run, HP)).st_mtime_ns == stamp  # nothing recalibrated
+    assert writes == [[2, 3], [4, 5], [6]]
     ex = pl.read_parquet(paths["intervention"].with_name("intervention.examples.parquet"))
     assert set(ex["task"].unique()) == {"surprisal", "judge"}
     doc = (Path(__file__).parents[1] / "docs" / "intervention.md").read_text()

@@ -118,6 +118,8 @@ def compare_runs(
     run_a, run_b = Path(run_a), Path(run_b)
     hp_a = pick_hookpoint(run_a, hookpoint_a)
     hp_b = pick_hookpoint(run_b, hookpoint_b, fallback=hp_a)
+    # fail on a missing embedding model before the heavy work (coders, token digests)
+    text_sim = TextSimilarity(cfg.embedding_model, cfg.device)
     cache_a, cache_b = ActivationCache(run_a, hp_a), ActivationCache(run_b, hp_b)
     dec_a, dec_b = load_decoder(cache_a), load_decoder(cache_b)
     shared = dec_a is not None and dec_b is not None and dec_a.shape[1] == dec_b.shape[1]
@@ -137,8 +139,6 @@ def compare_runs(
             f"cannot match {run_a}:{hp_a} with {run_b}:{hp_b}: the coders share no space and "
             f"the caches hold different tokens ({why_tokens}); cache both on the same dataset"
         )
-    # fail on a missing embedding model before the heavy work
-    text_sim = TextSimilarity(cfg.embedding_model, cfg.device)
     n_a, n_b = cache_a.n_latents, cache_b.n_latents
     rand = random_pairs(n_a, n_b, cfg.random_pairs, cfg.seed)
     log.info("matching %d x %d latents by %s", n_a, n_b, by)

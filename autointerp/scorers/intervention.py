@@ -40,6 +40,13 @@ CHOICE_SCHEMA = {
     "required": ["choice"],
 }
 
+# the metric columns of every row, scored or not (``score`` fills exactly these)
+METRICS = (
+    *("alpha", "kl", "kl_target", "n_prompts", "n_forward"),
+    *(f"surprisal_{k}" for k in ("drop", "score", "score_lo", "score_hi", "score_chance")),
+    *(f"judge_{k}" for k in ("accuracy", "accuracy_lo", "accuracy_hi", "accuracy_chance")),
+)
+
 
 def passage_prefix(passage: str) -> str:
     return prompts.render("intervention_surprisal", passage=passage)
@@ -91,10 +98,7 @@ class InterventionScorer(Scorer):
         self._data: dict[str, dict[int, dict[str, Any]]] = {}
 
     def empty_metrics(self) -> dict[str, float]:
-        keys = ["alpha", "kl", "kl_target", "n_prompts", "n_forward"]
-        keys += [f"surprisal_{k}" for k in ("drop", "score", "score_lo", "score_hi", "chance")]
-        keys += [f"judge_{k}" for k in ("accuracy", "accuracy_lo", "accuracy_hi", "chance")]
-        return {k: float("nan") for k in keys}
+        return dict.fromkeys(METRICS, float("nan"))
 
     def prepare(self, run_dir: Path, config: Any, hookpoint: str, latents, explanations) -> None:
         from autointerp.scorers.intervention_data import prepare_hookpoint

@@ -35,6 +35,7 @@ STORE_SCHEMA: dict[str, pl.DataType] = {
     "steered": pl.List(pl.String()),
 }
 _LOCK = threading.Lock()
+BLOCK_LATENTS = 1024  # latents calibrated and generated together (bounds memory)
 
 
 @dataclass
@@ -110,8 +111,8 @@ def write_store(run_dir: Path, hookpoint: str, rows: list[dict[str, Any]]) -> No
     new = pl.DataFrame(rows, schema=STORE_SCHEMA)
     if path.is_file():
         old = pl.read_parquet(path)
-        keep = ~pl.struct("latent", "settings").is_in(new.select("latent", "settings").to_struct())
-        new = pl.concat([old.filter(keep), new])
+        keep = old.join(new.select("latent", "settings"), on=["latent", "settings"], how="anti")
+        new = pl.concat([keep, new])
     tmp = path.with_suffix(".tmp")
     new.write_parquet(tmp)
     tmp.replace(path)
@@ -165,7 +166,9 @@ def generate(
 def prepare_hookpoint(
     run_dir: Path, hookpoint: str, cfg: Any, latents: list[int], seed: int
 ) -> dict[int, dict[str, Any]]:
-    """Every stored latent of ``hookpoint`` (``latents`` computed if missing)."""
+    """Every stored latent of ``hookpoint`` (``latents`` computed if missing, ``BLOCK_LATENTS``
+    at a time: the clean log-probs ``[rows, vocab]`` of a block stay bounded, and each block
+    is stored as it ends)."""
     meta = cache_meta(run_dir, hookpoint)
     settings = settings_hash(cfg, meta, seed)
     with _LOCK:
@@ -174,56 +177,68 @@ def prepare_hookpoint(
         if not todo:
             return stored
         subj = load(meta["model"], meta["coder"], hookpoint, cfg.device, cfg.dtype)
-        prompts = held_out_prompts(
-            run_dir, hookpoint, todo, cfg.n_prompts, cfg.prompt_max_tokens, cfg.prompt_min_tokens
-        )
-        cal = Calibrator(
-            subj.model,
-            hookpoint,
-            subj.pad_id,
-            mode=cfg.mode,
-            positions=cfg.positions,
-            coder=subj.coder,
-            batch_rows=cfg.batch_rows,
-        )
-        dec = subj.coder.decoder_rows.detach().float()
-        rows_t = dec[torch.tensor(todo, device=dec.device)]
-        found = cal.calibrate(
-            todo, rows_t, prompts, cfg.target_kl, cfg.kl_tol, cfg.max_steps, cfg.view_k
-        )
-        alphas = {lat: c.alpha for lat, c in found.items()}
-        texts = generate(
-            subj, hookpoint, cfg, [lat for lat in todo if prompts.get(lat)], prompts, alphas, seed
-        )
-        new = []
-        for lat in todo:
-            c = found[lat]
-            clean, steered = texts.get(lat, ([], []))
-            new.append(
-                {
-                    "latent": lat,
-                    "settings": settings,
-                    "alpha": c.alpha,
-                    "kl": c.kl,
-                    "n_forward": c.n_forward,
-                    "converged": c.converged,
-                    "prompts": [subj.decode(p) for p in prompts.get(lat, [])],
-                    "clean": clean,
-                    "steered": steered,
-                }
-            )
-        write_store(run_dir, hookpoint, new)
-        views = lens_rows(hookpoint, todo, subj.model, rows_t, subj.token_strings, cfg.view_k)
-        for v in views:
-            c = found[v["latent"]]
-            if c.steer_top:
-                v["steer_top"] = subj.token_strings(c.steer_top)
-                v["steer_top_delta"] = c.steer_delta
-        write_views(run_dir, hookpoint, views)
-        log.info(
-            "intervention: calibrated %d latents of %s (%d forward calls)",
-            len(todo),
-            hookpoint,
-            cal.forward_calls,
-        )
+        for s in range(0, len(todo), BLOCK_LATENTS):
+            block = todo[s : s + BLOCK_LATENTS]
+            _prepare_block(run_dir, hookpoint, cfg, block, seed, settings, subj)
+            n = s + len(block)
+            log.info("intervention: calibrated %d/%d latents of %s", n, len(todo), hookpoint)
         return read_store(run_dir, hookpoint, settings)
+
+
+def _prepare_block(
+    run_dir: Path,
+    hookpoint: str,
+    cfg: Any,
+    todo: list[int],
+    seed: int,
+    settings: str,
+    subj: Subject,
+) -> None:
+    """Calibrate, generate and store ``todo`` (and their output views)."""
+    prompts = held_out_prompts(
+        run_dir, hookpoint, todo, cfg.n_prompts, cfg.prompt_max_tokens, cfg.prompt_min_tokens
+    )
+    cal = Calibrator(
+        subj.model,
+        hookpoint,
+        subj.pad_id,
+        mode=cfg.mode,
+        positions=cfg.positions,
+        coder=subj.coder,
+        batch_rows=cfg.batch_rows,
+    )
+    dec = subj.coder.decoder_rows.detach().float()
+    rows_t = dec[torch.tensor(todo, device=dec.device)]
+    found = cal.calibrate(
+        todo, rows_t, prompts, cfg.target_kl, cfg.kl_tol, cfg.max_steps, cfg.view_k
+    )
+    alphas = {lat: c.alpha for lat, c in found.items()}
+    texts = generate(
+        subj, hookpoint, cfg, [lat for lat in todo if prompts.get(lat)], prompts, alphas, seed
+    )
+    new = []
+    for lat in todo:
+        c = found[lat]
+        clean, steered = texts.get(lat, ([], []))
+        new.append(
+            {
+                "latent": lat,
+                "settings": settings,
+                "alpha": c.alpha,
+                "kl": c.kl,
+                "n_forward": c.n_forward,
+                "converged": c.converged,
+                "prompts": [subj.decode(p) for p in prompts.get(lat, [])],
+                "clean": clean,
+                "steered": steered,
+            }
+        )
+    write_store(run_dir, hookpoint, new)
+    views = lens_rows(hookpoint, todo, subj.model, rows_t, subj.token_strings, cfg.view_k)
+    for v in views:
+        c = found[v["latent"]]
+        if c.steer_top:
+            v["steer_top"] = subj.token_strings(c.steer_top)
+            v["steer_top_delta"] = c.steer_delta
+    write_views(run_dir, hookpoint, views)
+    log.debug("intervention: %d forward calls for %d latents", cal.forward_calls, len(todo))

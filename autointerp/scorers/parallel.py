@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import queue
+from collections.abc import Collection
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -25,17 +26,19 @@ MIN_LATENTS_PER_WORKER = 128
 Job = tuple[str, int, dict[str, Any], str, str]
 
 
-def n_workers(config: RunConfig, n_latents: int) -> int:
+def n_workers(config: RunConfig, n_latents: int, scorers: Collection[str] | None = None) -> int:
     """``score.workers`` when set, else one per CPU core (at most 4) when there are enough
     latents to pay for starting them (seconds each); always 1 for in-process vLLM and for a
-    surprisal scorer LM that may sit on a GPU."""
+    surprisal scorer LM that may sit on a GPU. ``scorers``: the scorers this run uses (default
+    ``score.scorers``; the CLI's ``--scorers`` replaces that list)."""
+    names = set(config.score.scorers if scorers is None else scorers)
     if config.llm.backend == "vllm":
         return 1
     sp = config.score.surprisal
-    if "surprisal" in config.score.scorers and sp.backend == "hf" and sp.device != "cpu":
+    if "surprisal" in names and sp.backend == "hf" and sp.device != "cpu":
         return 1  # one scorer LM on the accelerator, not one per process
     iv = config.score.intervention
-    if "intervention" in config.score.scorers and iv.device != "cpu":
+    if "intervention" in names and iv.device != "cpu":
         return 1  # the steered subject model on the accelerator, not one per process
     if config.score.workers:  # as asked (never more than one per latent)
         return max(1, min(config.score.workers, n_latents))

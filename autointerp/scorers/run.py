@@ -244,7 +244,8 @@ def _execute(
 ) -> None:
     """In this process, or in several (``score.workers``; see scorers/parallel.py)."""
     n_latents = sum(len(v) for v in work.values())
-    workers = n_workers(config, n_latents)
+    names = {s.name for by in work.values() for items in by.values() for _, s, _ in items}
+    workers = n_workers(config, n_latents, names)
     if workers <= 1:
         run_loop(_run(run_dir, config, work, outputs, progress))
         return
