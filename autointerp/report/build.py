@@ -72,9 +72,11 @@ def build_report(
     for hp in hps:
         model = data.cache_meta(run_dir, hp).get("model")
         vocab = vocab_for(model) if model else vocab_for(run_config_model(run_dir))
+        expl_hp = details.by_hookpoint(expl, hp)
+        scores_hp = {name: details.by_hookpoint(df, hp) for name, df in scores.items()}
         for first, latents in _chunks(run_dir, hp, index, chunk):
             rows = details.latent_details(
-                run_dir, hp, latents, vocab, expl, scores, n_activating, n_contrast
+                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast
             )
             by_latent = {d["latent"]: html.detail_payload(d) for d in rows}
             html.write_js(

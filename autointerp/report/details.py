@@ -47,7 +47,9 @@ def latent_details(
 ) -> Iterator[dict[str, Any]]:
     """Per latent of ``latents`` (one range read of the examples file): its strongest
     ``n_activating`` windows, up to ``n_contrast`` windows of each contrast kind, its
-    explanations (every candidate), score rows and decoder neighbours."""
+    explanations (every candidate), score rows and decoder neighbours. ``expl`` and
+    ``scores`` hold this hookpoint's rows sorted by latent (:func:`by_hookpoint`), so each
+    chunk takes its rows by binary search instead of filtering whole tables."""
     path = run_dir / "examples" / f"{hookpoint}.parquet"
     lo, hi = min(latents), max(latents) + 1
     cols = [
@@ -78,16 +80,17 @@ def latent_details(
         .sort(["latent", "similarity"], descending=[False, True])
     )
     skipped = dict(ex.filter(pl.col("kind") == "skipped").select("latent", "reason").iter_rows())
-    in_range = (pl.col("hookpoint") == hookpoint) & pl.col("latent").is_between(lo, hi - 1)
     expl_cols = ["explanation_id", "explainer", "candidate", "selected", "status",
                  "explanation", "selection_score", "error"]  # fmt: skip
     expl_by = _by_latent(
-        expl.filter(in_range).sort(["latent", "explainer", "candidate"]),
+        latent_range(expl, lo, hi).sort(["latent", "explainer", "candidate"]),
         [c for c in expl_cols if c in expl.columns],
     )
     act_by, con_by = _by_latent(act, cols), _by_latent(con, cols)
     neigh_by = _by_latent(neigh, ["source_latent", "similarity"])
-    score_by = {name: _by_latent(df.filter(in_range), df.columns) for name, df in scores.items()}
+    score_by = {
+        name: _by_latent(latent_range(df, lo, hi), df.columns) for name, df in scores.items()
+    }
     for latent in sorted(set(latents)):
         rows_sc = []
         for name, by in score_by.items():
@@ -123,6 +126,21 @@ def latent_details(
                 for a, b in neighbours.select("source_latent", "similarity").iter_rows()
             ],
         }
+
+
+def by_hookpoint(df: pl.DataFrame, hookpoint: str) -> pl.DataFrame:
+    """``df``'s rows of one hookpoint, sorted by latent (stable): what latent_range slices."""
+    if df.is_empty() or "hookpoint" not in df.columns:
+        return df
+    return df.filter(pl.col("hookpoint") == hookpoint).sort("latent", maintain_order=True)
+
+
+def latent_range(df: pl.DataFrame, lo: int, hi: int) -> pl.DataFrame:
+    """The rows with ``lo <= latent < hi`` of a frame sorted by latent."""
+    if df.is_empty():
+        return df
+    a, b = np.searchsorted(df["latent"].to_numpy(), [lo, hi], side="left")
+    return df.slice(int(a), int(b - a))
 
 
 def _by_latent(df: pl.DataFrame, columns: list[str]) -> dict[int, pl.DataFrame]:
