@@ -165,3 +165,28 @@ def test_page_in_headless_chromium(run: Path, report: Path, tmp_path: Path) -> N
         assert [e for e in logs if e["level"] == "SEVERE"] == [], logs
     finally:
         driver.quit()
+
+
+def test_summary_shows_control_scores_beside_the_real_ones() -> None:
+    import polars as pl
+
+    from autointerp.report.html import summary_html
+
+    scores = pl.DataFrame(
+        {
+            "scorer": ["detection"], "explainer": ["default"], "config_hash": ["abcdef1234"],
+            "metric": ["auroc"], "mean": [0.8], "ci_lo": [0.7], "ci_hi": [0.9],
+            "chance": [0.5], "scored": [10], "skipped": [0], "failed": [0],
+            "examples_lost": [0], "control": ["random-coder"], "control_mean": [0.55],
+            "control_ci_lo": [0.5], "control_ci_hi": [0.6], "control_scored": [5],
+        }
+    )  # fmt: skip
+    summary = {"hookpoints": [], "explainers": [], "llm_stages": [], "llm_total": {},
+               "llm_models": []}  # fmt: skip
+    page = summary_html(summary, scores)
+    assert "control mean [95% CI]" in page and "random-coder" in page
+    assert "0.550 [0.500, 0.600]" in page
+    assert "control" not in summary_html(
+        summary,
+        scores.drop("control", "control_mean", "control_ci_lo", "control_ci_hi", "control_scored"),
+    )

@@ -81,16 +81,27 @@ def summary_html(summary: dict[str, Any], scores: pl.DataFrame) -> str:
     if scores.is_empty():
         parts.append("<p>No scores yet.</p>")
     else:
+        control = "control_mean" in scores.columns  # a random-coder / random-model floor
         rows = [
             {
                 **r,
                 "config_hash": str(r["config_hash"])[:8],
                 "mean [95% CI]": f"{_fmt(r['mean'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]",
+                **(
+                    {
+                        "control mean [95% CI]": f"{_fmt(r['control_mean'])} "
+                        f"[{_fmt(r['control_ci_lo'])}, {_fmt(r['control_ci_hi'])}]"
+                    }
+                    if control
+                    else {}
+                ),
             }
             for r in scores.to_dicts()
         ]
         cols = ["scorer", "explainer", "config_hash", "metric", "mean [95% CI]", "chance",
                 "scored", "skipped", "failed", "examples_lost"]  # fmt: skip
+        if control:
+            cols[5:5] = ["control", "control mean [95% CI]"]
         parts.append(table(rows, cols, "scores"))
     return "\n".join(parts)
 
