@@ -12,11 +12,13 @@ the ``output`` explainer and the report.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where it runs: readers (the report) need no torch
+    import torch
+    from torch import nn
 
 NORM_ATTRS = (
     "model.norm",
@@ -44,6 +46,8 @@ def views_path(run_dir: Path, hookpoint: str) -> Path:
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The model's final norm (before the unembedding), found by the known attribute names."""
+    from torch import nn
+
     for path in NORM_ATTRS:
         obj: Any = model
         for part in path.split("."):
@@ -68,12 +72,22 @@ def unembed(model: nn.Module) -> nn.Module:
     return head
 
 
-@torch.inference_mode()
 def logit_lens(
     model: nn.Module, rows: torch.Tensor, k: int = 10, chunk: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top and bottom ``k`` token ids and logits of every decoder row ``[n, d]``:
     ``(top_ids, top_logits, bottom_ids, bottom_logits)``, each ``[n, k]``."""
+    import torch
+
+    with torch.inference_mode():
+        return _logit_lens(model, rows, k, chunk)
+
+
+def _logit_lens(
+    model: nn.Module, rows: torch.Tensor, k: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torch
+
     norm, head = final_norm(model), unembed(model)
     p = next(model.parameters())
     out: list[list[torch.Tensor]] = [[], [], [], []]

@@ -190,3 +190,23 @@ def test_summary_shows_control_scores_beside_the_real_ones() -> None:
         summary,
         scores.drop("control", "control_mean", "control_ci_lo", "control_ci_hi", "control_scored"),
     )
+
+
+def test_latent_view_carries_output_views_when_computed(run: Path, tmp_path: Path) -> None:
+    from autointerp.output_views import write_views
+
+    row = {
+        "hookpoint": HP, "latent": 5, "lens_top": [" return", " if"], "lens_top_logit": [3.0, 2.0],
+        "lens_bottom": [" def"], "lens_bottom_logit": [-1.0], "steer_top": [" return"],
+        "steer_top_delta": [0.4],
+    }  # fmt: skip
+    write_views(run, HP, [row])
+    out = build_report(run, out_dir=tmp_path / "r").parent
+    chunk = _js(out / "latents" / HP / "0.js", "AUTOINTERP_CHUNK")
+    assert chunk["latents"]["5"]["output"] == {
+        "lens_top": [" return", " if"],
+        "lens_bottom": [" def"],
+        "steer_top": [" return"],
+    }
+    assert chunk["latents"]["6"]["output"] is None  # no views for it: nothing shown
+    assert "Output views" in (out / "report.js").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from autointerp.output_views import read_views
 from autointerp.report import data, details, html, plots
 from autointerp.scorers.summary import summarize
 from autointerp.text import vocab_for
@@ -73,10 +74,11 @@ def build_report(
         model = data.cache_meta(run_dir, hp).get("model")
         vocab = vocab_for(model) if model else vocab_for(run_config_model(run_dir))
         expl_hp = details.by_hookpoint(expl, hp)
+        views = read_views(run_dir, hp)  # output-centric views, if the intervention stage ran
         scores_hp = {name: details.by_hookpoint(df, hp) for name, df in scores.items()}
         for first, latents in _chunks(run_dir, hp, index, chunk):
             rows = details.latent_details(
-                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast
+                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast, views
             )
             by_latent = {d["latent"]: html.detail_payload(d) for d in rows}
             html.write_js(

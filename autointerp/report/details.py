@@ -44,6 +44,7 @@ def latent_details(
     scores: dict[str, pl.DataFrame],
     n_activating: int = 10,
     n_contrast: int = 2,
+    views: dict[int, dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Per latent of ``latents`` (one range read of the examples file): its strongest
     ``n_activating`` windows, up to ``n_contrast`` windows of each contrast kind, its
@@ -119,6 +120,7 @@ def latent_details(
             "contrast": _windows(con_by[latent], vocab) if latent in con_by else [],
             "explanations": expl_by[latent].to_dicts() if latent in expl_by else [],
             "scores": rows_sc,
+            "output": _output_view((views or {}).get(latent)),
             "neighbours": []
             if neighbours is None
             else [
@@ -126,6 +128,14 @@ def latent_details(
                 for a, b in neighbours.select("source_latent", "similarity").iter_rows()
             ],
         }
+
+
+def _output_view(row: dict[str, Any] | None) -> dict[str, list[str]] | None:
+    """The latent's output-centric views (output_views/<hookpoint>.parquet), when computed."""
+    if row is None:
+        return None
+    keys = ("lens_top", "lens_bottom", "steer_top")
+    return {k: list(row.get(k) or []) for k in keys}
 
 
 def by_hookpoint(df: pl.DataFrame, hookpoint: str) -> pl.DataFrame:

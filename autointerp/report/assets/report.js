@@ -166,6 +166,15 @@
         return '<tr><td><a href="#latent/' + encodeURIComponent(d.hookpoint) + "/" + n.latent + '">' + n.latent +
           '</a></td><td class="num">' + num(n.similarity) + "</td><td>" + esc(explanationOf(hpIndex, n.latent) || "–") + "</td></tr>";
       }).join("") + "</table>" : "<p>none recorded (no neighbour contrast windows)</p>";
+    if (d.output) {
+      var toks = function (list) {
+        return list && list.length ? list.map(function (t) { return "<code>" + esc(JSON.stringify(t)) + "</code>"; }).join(" ") : "–";
+      };
+      out += "<h3>Output views</h3><table>" +
+        "<tr><th>logit lens: promoted</th><td>" + toks(d.output.lens_top) + "</td></tr>" +
+        "<tr><th>logit lens: suppressed</th><td>" + toks(d.output.lens_bottom) + "</td></tr>" +
+        "<tr><th>rising most under steering</th><td>" + toks(d.output.steer_top) + "</td></tr></table>";
+    }
     return out;
   }
 
