@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from autointerp.text import Vocab, highlight
+from autointerp.text import Vocab
 
 COLUMNS = [
     "latent",
@@ -43,13 +43,6 @@ class LatentExamples:
     skipped: str | None = None  # why the sample stage gave it no windows
     extra: dict[str, object] = field(default_factory=dict)
 
-    @property
-    def rows(self) -> pl.DataFrame:
-        from autointerp.sampling.schema import SCHEMA  # (imports the cache stage and torch)
-
-        keep = [{c: _plain(r[c]) for c in COLUMNS} for r in self.records]
-        return pl.DataFrame(keep, schema={c: SCHEMA[c] for c in COLUMNS})
-
     def windows(self, split: str, kind: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Windows of one split; ``kind`` 'activating', 'contrast' (every contrast source) or
         a list of kinds."""
@@ -61,21 +54,6 @@ class LatentExamples:
         if kind is not None:
             return [r for r in out if r["kind"] in kind]
         return out
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        return self.vocab.tokens(ids)
-
-    @staticmethod
-    def strings(row: dict[str, Any]) -> list[str]:
-        """A window's token strings (decoded once per chunk of latents when read)."""
-        return row["strings"]
-
-    def render(self, ids: Sequence[int], mask: Sequence[bool] | np.ndarray) -> str:
-        return highlight(self.vocab.tokens(ids), mask)
-
-
-def _plain(value: Any) -> Any:
-    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 LIST_COLUMNS = ("tokens", "activations", "activations_norm")

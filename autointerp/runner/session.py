@@ -26,10 +26,6 @@ def run_vocab(run_dir: Path, config: RunConfig, hookpoint: str) -> Vocab:
     return vocab_for(subject_model(run_dir, config, hookpoint))
 
 
-def seed_of(config: RunConfig, override: int | None = None) -> int:
-    return config.seed if override is None else override
-
-
 def open_client(
     config: RunConfig, run_dir: Path, backend: str | None = None, cache_shard: str | None = None
 ) -> LLMClient:
@@ -37,7 +33,3 @@ def open_client(
     for a worker process (its own response-cache write file)."""
     llm = config.llm if backend is None else LLMConfig(model=backend)
     return create_client(llm, run_dir, cache_shard)
-
-
-def backend_name(config: RunConfig) -> str:
-    return config.llm.backend
