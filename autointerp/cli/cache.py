@@ -11,6 +11,7 @@ from autointerp.cli.common import (
     RunDirOpt,
     app,
     fail,
+    model_stage_errors,
     one_line,
     resolve_config,
     setup_logging,
@@ -45,11 +46,7 @@ def cache(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Cache the coder's sparse activations over the dataset (streaming, resumable)."""
-    from autointerp.cache import CacheError, cache_activations
-    from autointerp.coders.base import CoderLoadError, CoderShapeError
-    from autointerp.data.dataset import DatasetError
-    from autointerp.subject.hookpoints import UnknownHookpointError
-    from autointerp.subject.model import SubjectLoadError
+    from autointerp.cache import cache_activations
 
     setup_logging(verbose)
     cfg = resolve_config(
@@ -70,19 +67,9 @@ def cache(
             "cache.max_memory_gb": max_memory_gb,
         },
     )
-    errors = (
-        CacheError,
-        CoderLoadError,
-        CoderShapeError,
-        DatasetError,
-        UnknownHookpointError,
-        SubjectLoadError,
-        FileNotFoundError,
-        ValueError,
-    )
     try:
         folders = cache_activations(cfg, progress=not no_progress)
-    except errors as exc:
+    except model_stage_errors() as exc:
         fail(one_line(exc))
         return
     for spec, folder in folders.items():

@@ -96,3 +96,23 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
             raise typer.BadParameter(f"--set {item!r}: write dotted.key=value")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else None
     return out
+
+
+def model_stage_errors() -> tuple[type[Exception], ...]:
+    """stage_errors plus what loading a model, coder, hookpoint or dataset raises (stages
+    that run the subject model: cache, run); imported here, lazily, as those pull in torch."""
+    from autointerp.cache import CacheError
+    from autointerp.coders.base import CoderLoadError, CoderShapeError
+    from autointerp.data.dataset import DatasetError
+    from autointerp.subject.hookpoints import UnknownHookpointError
+    from autointerp.subject.model import SubjectLoadError
+
+    return (
+        *stage_errors(),
+        CacheError,
+        CoderLoadError,
+        CoderShapeError,
+        DatasetError,
+        UnknownHookpointError,
+        SubjectLoadError,
+    )

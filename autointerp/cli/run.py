@@ -12,11 +12,11 @@ from autointerp.cli.common import (
     VerboseOpt,
     app,
     fail,
+    model_stage_errors,
     one_line,
     parse_sets,
     resolve_config,
     setup_logging,
-    stage_errors,
 )
 
 
@@ -36,30 +36,16 @@ def run(
 ) -> None:
     """cache -> sample -> explain -> score -> report. Kill it anywhere and run it again: it
     continues, and no finished LLM call is repeated."""
-    from autointerp.cache import CacheError
-    from autointerp.coders.base import CoderLoadError, CoderShapeError
-    from autointerp.data.dataset import DatasetError
     from autointerp.pipeline import run_pipeline
     from autointerp.sampling.latents import parse_latents
-    from autointerp.subject.hookpoints import UnknownHookpointError
-    from autointerp.subject.model import SubjectLoadError
 
     setup_logging(verbose)
     overrides = {"run_dir": str(run_dir) if run_dir else None, **parse_sets(sets)}
     cfg = resolve_config(config, overrides)
-    errors = (
-        *stage_errors(),
-        CacheError,
-        CoderLoadError,
-        CoderShapeError,
-        DatasetError,
-        UnknownHookpointError,
-        SubjectLoadError,
-    )
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     try:
         out = run_pipeline(cfg, chosen, parse_latents(latents), progress=not no_progress)
-    except errors as exc:
+    except model_stage_errors() as exc:
         fail(one_line(exc))
         return
     from autointerp.cli.score import print_summary
