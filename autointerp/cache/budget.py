@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 from contextlib import suppress
 from dataclasses import dataclass
@@ -100,6 +101,16 @@ def plan_memory(
         chunk_nonzeros=round(windows * per_window),
         shard_target_rows=int(shard_rows),
     )
+
+
+def merge_workers(budget_bytes: int | None, largest_shard_rows: int) -> int:
+    """Shards merged at once: 2 where there are 2 cores and the budget holds two of the
+    largest beside what the process holds now, else 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if budget_bytes is None or (cores or 1) < 2:
+        return 1
+    available = budget_bytes - rss_bytes()
+    return 2 if available >= 2 * largest_shard_rows * MERGE_BYTES_PER_NONZERO else 1
 
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")

@@ -22,6 +22,7 @@ NONZERO_SCHEMA = pa.schema(
     ]
 )
 TOKENS_SCHEMA_FIELDS = ("seq_id", "tokens")
+SPILL_SUFFIX = ".arrow"  # chunk spill files (Arrow IPC); ".parquet" ones were written before
 
 
 def hookpoint_dirname(spec: str) -> str:
@@ -91,7 +92,7 @@ class CacheLayout:
         return self.work / "chunks_done.json"
 
     def chunk(self, index: int) -> Path:
-        return self.work / "chunks" / f"chunk-{index:06d}.parquet"
+        return self.work / "chunks" / f"chunk-{index:06d}{SPILL_SUFFIX}"
 
     def token_chunk(self, index: int) -> Path:
         return self.work / "tokens" / f"chunk-{index:06d}.parquet"
@@ -105,7 +106,11 @@ def tmp_path(path: Path) -> Path:
 
 
 def write_parquet_atomic(
-    table: pa.Table, path: Path, row_group_sizes: list[int] | None = None, compression: str = "zstd"
+    table: pa.Table,
+    path: Path,
+    row_group_sizes: list[int] | None = None,
+    compression: str = "zstd",
+    use_dictionary: bool = True,
 ) -> None:
     """Write ``table`` to ``path`` through a temp file and ``os.replace``: all or nothing.
 
@@ -114,7 +119,11 @@ def write_parquet_atomic(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
     with pq.ParquetWriter(
-        tmp, table.schema, compression=compression, write_page_checksum=True
+        tmp,
+        table.schema,
+        compression=compression,
+        write_page_checksum=True,
+        use_dictionary=use_dictionary,
     ) as writer:
         if row_group_sizes is None:
             writer.write_table(table, row_group_size=max(1, table.num_rows))
@@ -143,13 +152,6 @@ def read_parquet(path: Path, **kwargs: object) -> pa.Table:
     """Read a whole Parquet file, verifying page checksums; errors name the file."""
     try:
         return pq.read_table(path, page_checksum_verification=True, **kwargs)
-    except (OSError, pa.ArrowException) as exc:
-        raise CorruptCacheError(path, _reason(exc)) from None
-
-
-def read_row_group(pf: pq.ParquetFile, index: int, path: Path) -> pa.Table:
-    try:
-        return pf.read_row_group(index)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptCacheError(path, _reason(exc)) from None
 

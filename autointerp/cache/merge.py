@@ -8,23 +8,27 @@ import logging
 import os
 import shutil
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autointerp.cache.budget import merge_workers
+from autointerp.cache.encode import Nonzeros
 from autointerp.cache.layout import (
+    NONZERO_SCHEMA,
     CacheLayout,
-    open_parquet,
     read_parquet,
-    read_row_group,
     tmp_path,
     write_parquet_atomic,
 )
+from autointerp.cache.sortmerge import merge_runs
 from autointerp.cache.stats import shard_stats
-from autointerp.cache.writer import release_memory
+from autointerp.cache.writer import SpillFile, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,18 @@ TOKEN_ROW_GROUP_TOKENS = 1 << 20  # tokens per row group of tokens.parquet
 
 
 def merge_shards(
-    layout: CacheLayout, shards: list[tuple[int, int]], n_chunks: int, n_tokens_counted: int
+    layout: CacheLayout,
+    shards: list[tuple[int, int]],
+    n_chunks: int,
+    n_tokens_counted: int,
+    budget_bytes: int | None = None,
 ) -> None:
     """Write every missing ``activations/part-*.parquet`` (and its stats) from the chunks.
 
-    Memory holds one shard: its row group of every chunk, concatenated and sorted (shards are
-    sized for that in cache/budget.py), plus the footers of the chunk files.
+    Memory holds one shard per worker: its batch of every chunk, merged (shards are sized for
+    that in cache/budget.py), plus the footers of the chunk files. Two shards are merged at
+    once (threads: the copies, sorts, compression and I/O release the GIL) where there are
+    two cores and ``budget_bytes`` holds two of the largest beside what the process holds.
     """
     kill_after = int(os.environ.get(KILL_AFTER_SHARDS_ENV, "0") or 0)
     todo = [
@@ -48,37 +58,57 @@ def merge_shards(
     ]
     if not todo:
         return
-    files: list[pq.ParquetFile] | None = None
-    for written, (i, start, end) in enumerate(todo, 1):
+    need_chunks = any(not layout.part(s, e).exists() for _, s, e in todo)
+    files = (
+        [SpillFile(layout.chunk(c), len(shards)) for c in range(n_chunks)] if need_chunks else []
+    )
+    largest = max((sum(f.rows[i] for f in files) for i, _, _ in todo), default=0)
+    workers = merge_workers(budget_bytes, largest)
+    lock = threading.Lock()
+    written = 0
+
+    def one(i: int, start: int, end: int) -> None:
+        nonlocal written
         part = layout.part(start, end)
         if part.exists():  # complete; only its statistics are missing
-            table = read_parquet(part)
+            nz = _read_part(part)
         else:
-            if files is None:
-                files = [open_parquet(layout.chunk(c), len(shards)) for c in range(n_chunks)]
-            table = _shard_table(files, layout, i, start, end)
-            write_parquet_atomic(table, part)
-        stats = shard_stats(table, start, end, n_tokens_counted)
-        write_parquet_atomic(stats.to_arrow(), layout.shard_stats(start, end))
-        del table, stats
+            nz = merge_runs([f.shard(i) for f in files], start, end)
+            write_parquet_atomic(_table(nz), part, use_dictionary=False)
+        stats = shard_stats(nz, start, end, n_tokens_counted)
+        write_parquet_atomic(stats, layout.shard_stats(start, end))
+        del nz, stats
         release_memory()  # hand the shard's buffers back before the next one
         log.debug("shard %d-%d written", start, end)
-        if kill_after and written >= kill_after:
-            log.warning(
-                "%s=%d: killing this process (test hook)", KILL_AFTER_SHARDS_ENV, kill_after
-            )
-            os.kill(os.getpid(), signal.SIGKILL)
+        with lock:
+            written += 1
+            if kill_after and written >= kill_after:
+                log.warning(
+                    "%s=%d: killing this process (test hook)", KILL_AFTER_SHARDS_ENV, kill_after
+                )
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    try:
+        if workers <= 1 or kill_after or len(todo) == 1:
+            for job in todo:
+                one(*job)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="merge") as pool:
+                for future in [pool.submit(one, *job) for job in todo]:
+                    future.result()
+    finally:
+        for f in files:
+            f.close()
 
 
-def _shard_table(
-    files: list[pq.ParquetFile], layout: CacheLayout, index: int, start: int, end: int
-) -> pa.Table:
-    """Row group ``index`` of every chunk, in chunk order, stably sorted by latent."""
-    pieces = [read_row_group(pf, index, layout.chunk(c)) for c, pf in enumerate(files)]
-    table = pa.concat_tables(pieces)
-    latent = table.column("latent").to_numpy()
-    key = (latent - start).astype(np.uint16) if end - start <= 1 << 16 else latent
-    return table.take(pa.array(np.argsort(key, kind="stable")))
+def _table(nz: Nonzeros) -> pa.Table:
+    columns = [pa.array(c) for c in (nz.latent, nz.seq, nz.pos, nz.value)]
+    return pa.Table.from_arrays(columns, schema=NONZERO_SCHEMA)
+
+
+def _read_part(path: Path) -> Nonzeros:
+    table = read_parquet(path)
+    return Nonzeros(*[table.column(i).to_numpy() for i in range(4)])
 
 
 def write_tokens(layout: CacheLayout, n_chunks: int, ctx_len: int) -> None:

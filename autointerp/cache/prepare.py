@@ -46,6 +46,7 @@ class Prepared:
     windows: Iterator[np.ndarray]  # the dataset's windows, first one peeked and put back
     n_windows: int  # requested
     skip_first: bool  # exclude_bos and the tokenizer has a BOS
+    encoder: Any = None  # replaces the model's SparseEncoder (synthetic source) when set
 
 
 # Settings that size buffers but never change the cached bytes: left out of the fingerprint,

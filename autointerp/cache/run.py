@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from autointerp.cache.budget import (
+    GB,
     LEGACY_CHUNK_WINDOWS,
     peak_rss_bytes,
     plan_memory,
@@ -54,6 +55,17 @@ def cache_activations(
     timings["prepare_s"] = time.perf_counter() - t0
     if save:
         save_config(config)
+    return cache_prepared(config, prep, progress, timings)
+
+
+def cache_prepared(
+    config: RunConfig,
+    prep: Prepared,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Path]:
+    """The cache stage after ``prepare`` (or a synthetic source, cache/synthetic.py)."""
+    timings = timings if timings is not None else {}
     todo = [j for j in prep.jobs if j.state != "complete"]
     for job in prep.jobs:
         if job.state == "complete":
@@ -86,7 +98,8 @@ def _forward(config: RunConfig, prep: Prepared, jobs: list[Job], progress: bool)
     writer: ChunkWriter | None = None
     n_seqs = index = 0
     with (
-        SparseEncoder(
+        prep.encoder
+        or SparseEncoder(
             prep.model, [j.hookpoint for j in jobs], coders, prep.device, prep.skip_first
         ) as encoder,
         token_progress("caching", prep.n_windows * ctx, progress) as bar,
@@ -217,7 +230,7 @@ def _merge(config: RunConfig, prep: Prepared, job: Job, n_chunks: int, n_seqs: i
     log.info(
         "%s: merging %d chunks into %d latent shards", job.hookpoint.spec, n_chunks, len(shards)
     )
-    merge_shards(job.layout, shards, n_chunks, counted)
+    merge_shards(job.layout, shards, n_chunks, counted, int(cc.max_memory_gb * GB))
     meta = {
         "format_version": FORMAT_VERSION,
         "hookpoint": job.hookpoint.spec,

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from autointerp.cache.errors import CacheMismatchError, CorruptCacheError
 from autointerp.cache.layout import CacheLayout, open_parquet, remove_temp_files, tmp_path
-from autointerp.cache.writer import chunk_files
+from autointerp.cache.writer import SpillFile, chunk_files
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def inspect(layout: CacheLayout, fingerprint: str, legacy: str | None = None) ->
         plan = load_plan(layout)
         n_shards = len(plan["shards"]) if plan else None
         for path in chunk_files(layout):
-            open_parquet(path, n_shards)
+            SpillFile(path, n_shards).close()
         for path in sorted((layout.work / "tokens").glob("*.parquet")):
             open_parquet(path)
         for s, e in plan["shards"] if plan else []:

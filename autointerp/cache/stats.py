@@ -1,52 +1,89 @@
-"""Per-latent statistics of one latent shard, computed with a polars group-by."""
+"""Per-latent statistics of one latent shard, from its sorted nonzeros (numpy, one pass).
+
+The shard's rows are sorted by (latent, seq_id, pos), so each latent is one contiguous
+segment: counts, windows, max and mean are segment reductions, and the quantiles read the
+segment's values once sorted (segment by segment).
+"""
 
 from __future__ import annotations
 
-import polars as pl
+import numpy as np
 import pyarrow as pa
 
+from autointerp.cache.encode import Nonzeros
+from autointerp.cache.sortmerge import latent_counts
+
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
-STATS_SCHEMA: dict[str, pl.DataType] = {
-    "latent": pl.Int32(),
-    "n_active": pl.Int64(),
-    "frequency": pl.Float64(),
-    "n_windows": pl.Int64(),
-    "max": pl.Float32(),
-    "mean": pl.Float32(),
-    **{f"q{round(q * 100):02d}": pl.Float32() for q in QUANTILES},
-}
+STATS_SCHEMA = pa.schema(
+    [
+        ("latent", pa.int32()),
+        ("n_active", pa.int64()),
+        ("frequency", pa.float64()),
+        ("n_windows", pa.int64()),
+        ("max", pa.float32()),
+        ("mean", pa.float32()),
+        *[(f"q{round(q * 100):02d}", pa.float32()) for q in QUANTILES],
+    ]
+)
 
 
-def shard_stats(table: pa.Table, start: int, end: int, n_tokens_counted: int) -> pl.DataFrame:
+def _sortable(value: np.ndarray) -> np.ndarray:
+    """uint32 keys that order like the float32 values (negative ones included)."""
+    bits = value.view(np.uint32)
+    flip = np.where(bits >> 31 == 1, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    return bits ^ flip
+
+
+def _unsortable(key: np.ndarray) -> np.ndarray:
+    flip = np.where(key >> 31 == 1, np.uint32(0x80000000), np.uint32(0xFFFFFFFF))
+    return (key ^ flip).view(np.float32)
+
+
+def shard_stats(nz: Nonzeros, start: int, end: int, n_tokens_counted: int) -> pa.Table:
     """One row per latent in ``[start, end)``; dead latents get zeros and null values.
 
-    Quantiles use linear interpolation over the latent's nonzero activations.
+    Quantiles use linear interpolation over the latent's nonzero activations (as numpy's and
+    polars' ``linear``), computed in float64 and stored as float32.
     """
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    value = pl.col("value")
-    agg = df.group_by("latent").agg(
-        pl.len().cast(pl.Int64).alias("n_active"),
-        pl.col("seq_id").n_unique().cast(pl.Int64).alias("n_windows"),
-        value.max().alias("max"),
-        value.mean().cast(pl.Float32).alias("mean"),
-        *[
-            value.quantile(q, interpolation="linear")
-            .cast(pl.Float32)
-            .alias(f"q{round(q * 100):02d}")
-            for q in QUANTILES
-        ],
-    )
-    full = pl.DataFrame({"latent": pl.int_range(start, end, dtype=pl.Int32, eager=True)})
-    out = (
-        full.join(agg, on="latent", how="left")
-        .with_columns(
-            pl.col("n_active").fill_null(0),
-            pl.col("n_windows").fill_null(0),
-        )
-        .with_columns(
-            (pl.col("n_active").cast(pl.Float64) / max(n_tokens_counted, 1)).alias("frequency")
-        )
-        .sort("latent")
-    )
-    return out.select([pl.col(name).cast(dtype) for name, dtype in STATS_SCHEMA.items()])
+    counts = latent_counts(nz.latent, start, end)
+    first = np.cumsum(counts) - counts
+    live = counts > 0
+    starts, n = first[live], counts[live]
+    width = end - start
+    n_windows = np.zeros(width, np.int64)
+    if len(nz):
+        new_window = np.empty(len(nz), np.int64)
+        new_window[0] = 1
+        np.not_equal(nz.seq[1:], nz.seq[:-1], out=new_window[1:], casting="unsafe")
+        new_window[starts] = 1
+        n_windows[live] = np.add.reduceat(new_window, starts)
+        del new_window
+    columns: dict[str, np.ndarray] = {}
+    if len(nz):
+        columns["max"] = np.maximum.reduceat(nz.value, starts)
+        columns["mean"] = np.add.reduceat(nz.value, starts, dtype=np.float64) / n
+        key = _sortable(nz.value)
+        for a, m in zip(starts.tolist(), n.tolist(), strict=True):
+            if m > 1:
+                key[a : a + m].sort()  # in cache, one latent at a time: cheaper than one big sort
+        ordered = _unsortable(key)
+        del key
+        for q in QUANTILES:
+            at = (n - 1) * q
+            lo = np.floor(at).astype(np.int64)
+            hi = np.ceil(at).astype(np.int64)
+            a = ordered[starts + lo].astype(np.float64)
+            b = ordered[starts + hi].astype(np.float64)
+            columns[f"q{round(q * 100):02d}"] = a + (b - a) * (at - lo)
+    arrays = [
+        pa.array(np.arange(start, end, dtype=np.int32)),
+        pa.array(counts.astype(np.int64)),
+        pa.array(counts / max(n_tokens_counted, 1)),
+        pa.array(n_windows),
+    ]
+    for name in ["max", "mean", *(f"q{round(q * 100):02d}" for q in QUANTILES)]:
+        full = np.zeros(width, np.float32)
+        if name in columns:
+            full[live] = columns[name]
+        arrays.append(pa.array(full, mask=~live))
+    return pa.Table.from_arrays(arrays, schema=STATS_SCHEMA)

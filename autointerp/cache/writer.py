@@ -1,14 +1,17 @@
-"""Resumable spill files: one Parquet file per chunk of windows, written by a background thread.
+"""Resumable spill files: one Arrow IPC file per chunk of windows, written by a background thread.
 
-A chunk file holds the chunk's nonzeros sorted by (latent, seq_id, pos), with exactly one row
-group per latent shard range, so the merge reads only its own row group of every chunk. Files
-are written to a temp name and renamed: a file that exists is complete.
+A chunk file holds the chunk's nonzeros sorted by (latent, seq_id, pos), with exactly one
+record batch per latent shard range, so the merge reads only its own batch of every chunk
+(the rows of every batch are listed in the schema's metadata). Arrow IPC stores the columns
+as they are in memory: writing is a copy, reading is a copy, no encoding either way. Files are
+written to a temp name and renamed: a file that exists is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import queue
@@ -21,35 +24,44 @@ import numpy as np
 import pyarrow as pa
 
 from autointerp.cache.encode import Nonzeros
-from autointerp.cache.layout import NONZERO_SCHEMA, CacheLayout, write_parquet_atomic
+from autointerp.cache.errors import CorruptCacheError
+from autointerp.cache.layout import (
+    NONZERO_SCHEMA,
+    SPILL_SUFFIX,
+    CacheLayout,
+    tmp_path,
+    write_parquet_atomic,
+)
+from autointerp.cache.sortmerge import merge_runs
 
 log = logging.getLogger(__name__)
 
 KILL_AFTER_CHUNKS_ENV = "AUTOINTERP_KILL_AFTER_CHUNKS"
-_SPILL_COMPRESSION = "lz4"  # temporary files: fast beats small
-
-
-COLUMNS = ("latent", "seq", "pos", "value")
+# Spill files are read back once, soon, usually from the page cache: measured on the 2-core
+# machine (scripts/bench_cache.py --synthetic), no compression is the fastest; lz4 halves the
+# bytes at ~1.5x the stage's CPU time. Token chunks are small beside them.
+SPILL_COMPRESSION: str | None = None
+_TOKEN_COMPRESSION = "lz4"
+_ROWS_KEY = b"autointerp.rows"
 
 
 @dataclass
 class Chunk:
-    """The windows of one chunk and, per hookpoint, the nonzero columns of its batches."""
+    """The windows of one chunk and, per hookpoint, its batches' nonzeros (each sorted by
+    latent, ``seq`` counted from the chunk's first window: runs for ``merge_runs``)."""
 
     index: int
     seq_offset: int
     n_windows: int = 0
     tokens: list[np.ndarray] = field(default_factory=list)
-    columns: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
+    runs: dict[str, list[Nonzeros]] = field(default_factory=dict)
 
     def add(self, windows: np.ndarray, nz: dict[str, Nonzeros]) -> None:
-        """Append a batch (its ``seq`` counts from the batch's first window)."""
+        """Append a batch of latent-sorted nonzeros (``seq`` counting from its first window)."""
         self.tokens.append(windows)
         for spec, n in nz.items():
-            cols = self.columns.setdefault(spec, {c: [] for c in COLUMNS})
             n.seq += np.int32(self.seq_offset + self.n_windows)
-            for c in COLUMNS:
-                cols[c].append(getattr(n, c))
+            self.runs.setdefault(spec, []).append(n)
         self.n_windows += len(windows)
 
 
@@ -58,26 +70,6 @@ class HookpointTarget:
     layout: CacheLayout
     shards: list[tuple[int, int]]
     n_latents: int
-
-
-def chunk_table(columns: dict[str, list[np.ndarray]] | None, n_latents: int) -> pa.Table:
-    """Concatenate batches and sort stably by latent (rows are already in (seq, pos) order).
-
-    The batch arrays are released column by column as the sorted copies are made, so the peak
-    is the unsorted columns, the sort order and one sorted column more (~34 bytes a nonzero).
-    """
-    if not columns or not columns["latent"]:
-        return NONZERO_SCHEMA.empty_table()
-    latent = np.concatenate(columns.pop("latent"))
-    if n_latents <= 1 << 16:
-        order = np.argsort(latent.astype(np.uint16), kind="stable")  # radix sort
-    else:
-        order = np.argsort(latent, kind="stable")
-    arrays = [pa.array(latent[order], pa.int32())]
-    del latent
-    for name, dtype in (("seq", pa.int32()), ("pos", pa.int16()), ("value", pa.float32())):
-        arrays.append(pa.array(np.concatenate(columns.pop(name))[order], dtype))
-    return pa.Table.from_arrays(arrays, schema=NONZERO_SCHEMA)
 
 
 def tokens_table(windows: list[np.ndarray], seq_offset: int) -> pa.Table:
@@ -89,23 +81,74 @@ def tokens_table(windows: list[np.ndarray], seq_offset: int) -> pa.Table:
     return pa.table({"seq_id": seq, "tokens": tokens})
 
 
+def write_spill(nz: Nonzeros, path: Path, shards: list[tuple[int, int]], n_latents: int) -> None:
+    """Write latent-sorted nonzeros as one record batch per shard, atomically."""
+    bounds = np.searchsorted(nz.latent, [s for s, _ in shards] + [n_latents]).tolist()
+    rows = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+    schema = NONZERO_SCHEMA.with_metadata({_ROWS_KEY: json.dumps(rows).encode()})
+    options = pa.ipc.IpcWriteOptions(compression=SPILL_COMPRESSION)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    columns = (nz.latent, nz.seq, nz.pos, nz.value)
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as w:
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            w.write_batch(pa.record_batch([pa.array(c[a:b]) for c in columns], schema=schema))
+    os.replace(tmp, path)
+
+
+class SpillFile:
+    """A chunk's spill file, open for reading one shard's batch at a time."""
+
+    def __init__(self, path: Path, n_shards: int | None = None) -> None:
+        self.path = path
+        try:
+            self._file = pa.OSFile(str(path), "rb")
+            self._reader = pa.ipc.open_file(self._file)
+            self.rows: list[int] = json.loads(self._reader.schema.metadata[_ROWS_KEY])
+        except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as exc:
+            self.close()
+            raise CorruptCacheError(path, _reason(exc)) from None
+        if n_shards is not None and self._reader.num_record_batches != n_shards:
+            self.close()
+            raise CorruptCacheError(
+                path, f"{self._reader.num_record_batches} shards where {n_shards} were expected"
+            )
+
+    def shard(self, index: int) -> Nonzeros:
+        try:
+            batch = self._reader.get_batch(index)
+        except (OSError, pa.ArrowException) as exc:
+            raise CorruptCacheError(self.path, _reason(exc)) from None
+        if batch.num_rows != self.rows[index]:
+            raise CorruptCacheError(self.path, f"shard {index} holds {batch.num_rows} rows")
+        cols = [batch.column(i).to_numpy() for i in range(4)]
+        return Nonzeros(*cols)
+
+    def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
 def write_chunk(chunk: Chunk, targets: dict[str, HookpointTarget]) -> None:
     """Write the chunk's spill file and token file of every hookpoint (skipping existing ones)."""
     tokens = None
     for spec, target in targets.items():
         path = target.layout.chunk(chunk.index)
+        runs = chunk.runs.pop(spec, [])
         if not path.exists():
-            table = chunk_table(chunk.columns.pop(spec, None), target.n_latents)
-            lat = table.column("latent").to_numpy()
-            bounds = np.searchsorted(lat, [s for s, _ in target.shards] + [target.n_latents])
-            sizes = np.diff(bounds).tolist()
-            del lat
-            write_parquet_atomic(table, path, sizes, compression=_SPILL_COMPRESSION)
-            del table
+            merged = merge_runs(runs, 0, target.n_latents)
+            del runs
+            write_spill(merged, path, target.shards, target.n_latents)
+            del merged
         tok_path = target.layout.token_chunk(chunk.index)
         if not tok_path.exists():
             tokens = tokens if tokens is not None else tokens_table(chunk.tokens, chunk.seq_offset)
-            write_parquet_atomic(tokens, tok_path, compression=_SPILL_COMPRESSION)
+            write_parquet_atomic(tokens, tok_path, compression=_TOKEN_COMPRESSION)
 
 
 class ChunkWriter:
@@ -181,4 +224,4 @@ def existing_chunks(layouts: list[CacheLayout], index: int) -> bool:
 
 def chunk_files(layout: CacheLayout) -> list[Path]:
     folder = layout.work / "chunks"
-    return sorted(folder.glob("chunk-*.parquet")) if folder.is_dir() else []
+    return sorted(folder.glob(f"chunk-*{SPILL_SUFFIX}")) if folder.is_dir() else []
