@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autointerp.explainers.config import ExplainConfig
 from autointerp.llm.config import LLMConfig
+from autointerp.runner.config import ExecutionConfig
 from autointerp.sampling.config import SampleConfig
 from autointerp.scorers.config import ScoreConfig
 
@@ -113,6 +114,7 @@ class RunConfig(StrictModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (what a stage's output depends on)."""

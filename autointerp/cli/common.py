@@ -72,7 +72,9 @@ def run_config(run_dir: Path, config: Path | None, overrides: dict[str, Any]) ->
 
 def stage_errors() -> tuple[type[Exception], ...]:
     """Errors a stage raises for bad input: shown as one line, exit code 2."""
-    return (FileNotFoundError, ValueError, ImportError)
+    from autointerp.runner.lock import RunDirBusyError
+
+    return (FileNotFoundError, ValueError, ImportError, RunDirBusyError)
 
 
 SetOpt = typer.Option(
