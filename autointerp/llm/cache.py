@@ -46,9 +46,7 @@ def _open(path: Path) -> sqlite3.Connection:
 
 def shard_files(path: Path) -> list[Path]:
     """Every worker shard next to the main file (``<stem>.<shard>.sqlite``), ended or not."""
-    return [
-        p for p in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) if p != path
-    ]
+    return [p for p in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) if p != path]
 
 
 def _lock_path(shard: Path) -> Path:

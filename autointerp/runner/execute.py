@@ -75,9 +75,10 @@ def share_limits(config: RunConfig, workers: int) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def recover(run_dir: Path, config: RunConfig) -> int:
-    """Merge what dead workers left in their response-cache shards into the main cache,
-    before any request is sent; returns how many answers were recovered."""
+def recover(run_dir: Path, config: RunConfig, start: bool = True) -> int:
+    """Merge what ended workers left in their response-cache shards into the main cache:
+    at the ``start`` of a stage (what dead workers received, before any request is sent), and
+    at its end; returns how many answers were merged."""
     if not config.llm.cache:
         return 0
     from autointerp.llm.cache import merge_shards
@@ -86,8 +87,8 @@ def recover(run_dir: Path, config: RunConfig) -> int:
     if not path.parent.is_dir():
         return 0
     n = merge_shards(path, wait_s=ORPHAN_WAIT_S)
-    if n:
-        log.info("recovered %d answers that earlier workers had received", n)
+    if n and start:
+        log.info("recovered %d answers that earlier (killed) workers had received", n)
     return n
 
 
@@ -127,4 +128,4 @@ def run_sharded(
 
             run_processes(run_dir, cfg, fn, payloads, on_latent)
     finally:
-        recover(run_dir, config)
+        recover(run_dir, config, start=False)

@@ -28,6 +28,10 @@ PR_SET_PDEATHSIG = 1
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
+class ShardFailedError(RuntimeError):
+    """A worker (process or Ray task) failed; what every worker wrote stays for the rerun."""
+
+
 def resolve(fn: str) -> Any:
     """``"package.module:function"`` -> the function."""
     module, _, name = fn.partition(":")
@@ -130,4 +134,5 @@ def run_processes(
             p.join()
     if errors:
         log.error("worker failed: %s", errors[0])
-        raise RuntimeError(f"a worker failed; rerun to resume: {errors[0].splitlines()[0]}")
+        first = errors[0].splitlines()[0]
+        raise ShardFailedError(f"a worker failed (rerun to resume): {first}")

@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from autointerp.runner.procs import LOG_FORMAT, resolve
+from autointerp.runner.procs import LOG_FORMAT, ShardFailedError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def run_ray(
                     n = ray.get(ref)
                 except ray.exceptions.RayError as e:
                     text = str(e).strip().splitlines()
-                    raise RuntimeError(
-                        f"a Ray task failed; rerun to resume: {text[-1] if text else e}"
+                    raise ShardFailedError(
+                        f"a Ray task failed (rerun to resume): {text[-1] if text else e}"
                     ) from None
                 for _ in range(n):
                     on_latent()
