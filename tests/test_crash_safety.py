@@ -6,6 +6,7 @@ parent died, and the final files equal an uninterrupted run's with one row per k
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from fake_server import FakeServer
+from fake_server import Action, FakeServer
 from llm_helpers import SECRET
 from polars.testing import assert_frame_equal
 from scripted_judge import ScriptedJudge
@@ -184,3 +185,18 @@ def test_merge_keeps_one_row_per_key_from_the_newest_part(tmp_path: Path) -> Non
     ex.add([{"latent": 2, "config_hash": "a", "i": 0}])
     out = pl.read_parquet(ex.close()).sort("latent", "i")
     assert out["i"].to_list() == [10, 11, 0] and out["latent"].to_list() == [1, 1, 2]
+
+
+def test_worker_log_lines_have_time_level_and_the_status_once(
+    explained: Path, tmp_path: Path, judge: FakeServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(explained, run)
+    judge.script(*[Action(status=503, body="<html>busy</html>")] * 2)
+    cfg = served(run, judge, **{"score.workers": 2, "llm.max_attempts": 1})
+    score(run, cfg, scorers=["detection"], latents=range(8), progress=False)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "llm request failed" in ln]
+    assert lines, "no worker logged the failed request"
+    for line in lines:
+        assert re.match(r"^\d\d:\d\d:\d\d WARNING worker-\d autointerp\.llm\.client: ", line), line
+        assert line.count("503") == 1, line
