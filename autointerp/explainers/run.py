@@ -140,6 +140,8 @@ def _explain(
 ) -> Path:
     hps = require_examples(run_dir, hookpoints)
     check_engine(config)
+    for hp in hps:
+        run_vocab(run_dir, config, hp)  # the subject model's tokenizer: found, before any work
     plans, backend = _plans(run_dir, config, hps, latents)
     table = PartTable(explanations_path(run_dir), KEY, SCHEMA)
     done = {(h, lat, c) for h, lat, c, _ in table.done_keys(redo_status="failed")}

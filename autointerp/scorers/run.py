@@ -191,6 +191,7 @@ def _score(
     for hp in sorted(expl["hookpoint"].unique().to_list()):
         sub = expl.filter(pl.col("hookpoint") == hp)
         check_latents(run_dir, hp, sub["latent"].unique().to_list())
+        run_vocab(run_dir, config, hp)  # the subject model's tokenizer: found, before any work
         ctx = _context(run_dir, config, hp)
         built = [(make_scorer(n, ctx), None) for n in names]
         for scorer, _ in built:
