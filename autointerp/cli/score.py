@@ -13,10 +13,12 @@ from autointerp.cli.common import (
     LatentsOpt,
     LLMOpt,
     NoProgressOpt,
+    RayOpt,
     VerboseOpt,
     app,
     fail,
     one_line,
+    ray_overrides,
     run_config,
     setup_logging,
     stage_errors,
@@ -37,8 +39,8 @@ ControlOpt = typer.Option(
 )
 
 
-def _overrides(llm: str | None, base_url: str | None) -> dict[str, object]:
-    return {"llm.model": llm, "llm.base_url": base_url}
+def _overrides(llm: str | None, base_url: str | None, ray: str | None) -> dict[str, object]:
+    return {"llm.model": llm, "llm.base_url": base_url, **ray_overrides(ray)}
 
 
 def _scorer_list(scorers: str | None) -> list[str] | None:
@@ -63,6 +65,7 @@ def score(
     latents: str | None = LatentsOpt,
     force: bool = ForceOpt,
     control: list[str] | None = ControlOpt,
+    ray: str | None = RayOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -72,7 +75,7 @@ def score(
     from autointerp.scorers.run import score as run_score
 
     setup_logging(verbose)
-    cfg = run_config(run_dir, config, _overrides(llm, base_url))
+    cfg = run_config(run_dir, config, _overrides(llm, base_url, ray))
     names = _scorer_list(scorers)
     from autointerp.controls import CONTROLS
 
@@ -133,6 +136,7 @@ def rescore(
     llm: str | None = LLMOpt,
     base_url: str | None = BaseUrlOpt,
     force: bool = ForceOpt,
+    ray: str | None = RayOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -141,7 +145,7 @@ def rescore(
     from autointerp.scorers.rescore import rescore as run_rescore
 
     setup_logging(verbose)
-    cfg = run_config(run_dir, config, _overrides(llm, base_url))
+    cfg = run_config(run_dir, config, _overrides(llm, base_url, ray))
     names = _scorer_list(scorers)
     try:
         paths = run_rescore(

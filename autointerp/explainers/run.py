@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,15 @@ from autointerp.runner.examples import (
     iter_latent_examples,
     require_examples,
 )
+from autointerp.runner.execute import (
+    auto_workers,
+    check_engine,
+    n_shards,
+    recover,
+    run_sharded,
+    split_ranges,
+)
+from autointerp.runner.lock import run_lock
 from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
 from autointerp.runner.session import open_client, run_vocab
@@ -95,9 +104,16 @@ def explain(
     progress: bool = True,
 ) -> Path:
     """Explain every latent (or ``latents``) of every sampled hookpoint; returns the path of
-    ``explanations.parquet``. Everything is checked before the first request."""
-    run_dir = Path(run_dir)
-    hps = require_examples(run_dir, hookpoints)
+    ``explanations.parquet``. Everything is checked before the first request. One process at
+    a time per run directory (runner/lock.py)."""
+    with run_lock(run_dir, "explain"):
+        return _explain(Path(run_dir), config, hookpoints, latents, force, progress)
+
+
+def _plans(
+    run_dir: Path, config: RunConfig, hps: Sequence[str], latents: Sequence[int] | None
+) -> tuple[list[tuple[str, np.ndarray, Explainer]], str | None]:
+    """(hookpoint, latents, explainer) of each hookpoint, and the backend the explainer uses."""
     probe = ExplainContext(config=config.explain, seed=config.seed, config_hash="")
     backend = make_explainer(probe).backend
     plans = []
@@ -111,6 +127,22 @@ def explain(
             run_dir=run_dir,
         )
         plans.append((hp, ids, make_explainer(ctx)))
+    return plans, backend
+
+
+def _explain(
+    run_dir: Path,
+    config: RunConfig,
+    hookpoints: Sequence[str] | None,
+    latents: Sequence[int] | None,
+    force: bool,
+    progress: bool,
+) -> Path:
+    hps = require_examples(run_dir, hookpoints)
+    check_engine(config)
+    for hp in hps:
+        run_vocab(run_dir, config, hp)  # the subject model's tokenizer: found, before any work
+    plans, backend = _plans(run_dir, config, hps, latents)
     table = PartTable(explanations_path(run_dir), KEY, SCHEMA)
     done = {(h, lat, c) for h, lat, c, _ in table.done_keys(redo_status="failed")}
     written = {(h, lat, c) for h, lat, c, _ in table.done_keys()}
@@ -136,8 +168,40 @@ def explain(
         todo.append((hp, mine, explainer))
     if drops:
         table.drop(pl.concat(drops))
-    run_loop(_run(run_dir, config, todo, table, backend, progress))
+    total = sum(len(ids) for _, ids, _ in todo)
+    workers = 1 if config.llm.backend == "vllm" else auto_workers(config, max(total, 1))
+    if total and (workers > 1 or config.execution.engine == "ray"):
+        keys = [(hp, int(x)) for hp, ids, _ in todo for x in ids]
+        payloads = []
+        for rng in split_ranges(keys, n_shards(config, workers)):
+            by_hp: dict[str, list[int]] = {}
+            for hp, lat in rng:
+                by_hp.setdefault(hp, []).append(lat)
+            payloads.append(sorted(by_hp.items()))
+        with StageProgress("explain", total, None, progress) as bar:
+            fn = "autointerp.explainers.run:explain_shard"
+            run_sharded(run_dir, config, fn, payloads, workers, bar.update)
+    elif total:
+        recover(run_dir, config)
+        run_loop(_run(run_dir, config, todo, table, backend, progress))
     return table.close() or explanations_path(run_dir)
+
+
+def explain_shard(
+    run_dir: Path,
+    config: RunConfig,
+    payload: list[tuple[str, list[int]]],
+    on_latent: Callable[[], None],
+    cache_shard: str,
+) -> int:
+    """A worker of sharded execution (runner/execute.py): explain ``payload`` (hookpoint,
+    latents) in this process, writing part files only; returns the number of latents."""
+    plans, backend = _plans(run_dir, config, [hp for hp, _ in payload], None)
+    wanted = dict(payload)
+    todo = [(hp, np.asarray(wanted[hp], dtype=np.int64), ex) for hp, _, ex in plans]
+    table = PartTable(explanations_path(run_dir), KEY, SCHEMA)
+    run_loop(_run(run_dir, config, todo, table, backend, False, on_latent, cache_shard))
+    return sum(len(ids) for _, ids, _ in todo)
 
 
 async def _run(
@@ -147,11 +211,13 @@ async def _run(
     table: PartTable,
     backend: str | None,
     progress: bool,
+    on_latent: Callable[[], None] | None = None,
+    cache_shard: str | None = None,
 ) -> None:
     total = sum(len(ids) for _, ids, _ in todo)
     if total == 0:
         return
-    client = open_client(config, run_dir, backend)
+    client = open_client(config, run_dir, backend, cache_shard)
     by_hp = {hp: explainer for hp, _, explainer in todo}
 
     def items() -> Iterator[LatentExamples]:
@@ -167,6 +233,8 @@ async def _run(
             def done(ex: LatentExamples, rows: list[dict[str, Any]]) -> None:
                 table.add(rows)
                 bar.update()
+                if on_latent is not None:
+                    on_latent()
 
             await stream(items(), lambda ex: _safe(by_hp[ex.hookpoint], ex, client), done, limit)
     finally:

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from autointerp.llm.types import LLMResponse
 
+try:
+    import fcntl
+except ImportError:  # Windows: shards are told apart by their writer's pid only
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -40,17 +45,34 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def shard_files(path: Path) -> list[Path]:
-    """Write shards of ended worker processes next to the main file
-    (``<stem>.w<i>-<pid>.sqlite``); a shard whose process still runs is left alone."""
-    found = []
-    for p in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")):
-        if p == path:
-            continue
-        pid = p.stem.rsplit("-", 1)[-1]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        found.append(p)
-    return found
+    """Every worker shard next to the main file (``<stem>.<shard>.sqlite``), ended or not."""
+    return [p for p in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) if p != path]
+
+
+def _lock_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".lock")
+
+
+def _try_lock(shard: Path, wait_s: float) -> int | None:
+    """An fd holding the shard's lock file exclusively (its writer has ended), or None when
+    a live writer still holds it after ``wait_s`` seconds (a shard without a lock file, from
+    an older version, counts as ended when the pid ending its name no longer runs)."""
+    lock = _lock_path(shard)
+    if fcntl is None or not lock.exists():
+        pid = shard.stem.rsplit("-", 1)[-1]
+        alive = pid.isdigit() and _alive(int(pid))
+        return None if alive else -1
+    deadline = time.monotonic() + wait_s
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
@@ -63,26 +85,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def merge_shards(path: str | Path) -> int:
-    """Move every worker shard's answers into the main file; returns how many were added.
-    Run by the parent after its workers end, and on opening (a killed run's leftovers)."""
+def merge_shards(path: str | Path, wait_s: float = 0.0) -> int:
+    """Move the answers of every ended writer's shard into the main file (one transaction
+    per shard), then delete the shard; returns how many answers were added. A shard whose
+    writer still runs is left alone; ``wait_s``: how long to wait for a writer that is
+    dying (an orphan killed with its parent). Safe to run from several processes at once:
+    the shard's lock makes one of them the merger."""
     path = Path(path)
     added = 0
     shards = shard_files(path)
     if not shards:
         return 0
-    conn = _open(path)
+    conn: sqlite3.Connection | None = None
     try:
         for shard in shards:
-            conn.execute("ATTACH DATABASE ? AS shard", (str(shard),))
-            before = conn.total_changes
-            conn.execute("INSERT OR IGNORE INTO responses SELECT * FROM shard.responses")
-            added += conn.total_changes - before
-            conn.execute("DETACH DATABASE shard")
-            for extra in (shard, Path(f"{shard}-wal"), Path(f"{shard}-shm")):
-                extra.unlink(missing_ok=True)
+            fd = _try_lock(shard, wait_s)
+            if fd is None:
+                continue
+            try:
+                if not shard.is_file():  # merged by another process meanwhile
+                    continue
+                conn = conn or _open(path)
+                conn.execute("ATTACH DATABASE ? AS shard", (str(shard),))
+                try:
+                    before = conn.total_changes
+                    conn.execute("INSERT OR IGNORE INTO responses SELECT * FROM shard.responses")
+                    added += conn.total_changes - before
+                except sqlite3.OperationalError as e:
+                    if "no such table" not in str(e):  # busy or damaged: keep it for later
+                        log.warning("cache shard %s not merged yet: %s", shard.name, e)
+                        continue
+                finally:
+                    conn.execute("DETACH DATABASE shard")
+                for extra in (shard, Path(f"{shard}-wal"), Path(f"{shard}-shm")):
+                    extra.unlink(missing_ok=True)
+            finally:
+                if fd >= 0:
+                    _lock_path(shard).unlink(missing_ok=True)
+                    os.close(fd)
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
     if added:
         log.info("merged %d cached answers of worker shards into %s", added, path.name)
     return added
@@ -91,21 +134,28 @@ def merge_shards(path: str | Path) -> int:
 class ResponseCache:
     """Thread-safe get/put of :class:`LLMResponse` by request key.
 
-    With ``shard`` (a worker process of a multi-process stage), answers are written to the
+    With ``shard`` (a worker of a multi-process or Ray stage), answers are written to the
     worker's own file ``<stem>.<shard>.sqlite`` and looked up there and in the main file:
     processes never wait on each other's write locks (SQLite's busy-wait would stall the event
-    loop). The parent merges the shards when its workers end (:func:`merge_shards`)."""
+    loop). Each answer is committed as it arrives, so it is durable the moment it is received.
+    The worker holds ``<shard file>.lock`` while it lives; whoever opens the cache next (the
+    parent at the end of the stage, a rerun, a retried Ray task) merges the shards whose lock
+    is free before any request is sent (:func:`merge_shards`)."""
 
     def __init__(self, path: str | Path, shard: str | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        if shard is None:
-            merge_shards(self.path)
+        self._lock_fd: int | None = None
+        merge_shards(self.path)  # what ended writers left, before anything is asked
         self._conn = _open(self.path)
         self._write = self._conn
         if shard is not None:
-            self._write = _open(self.path.with_name(f"{self.path.stem}.{shard}{self.path.suffix}"))
+            file = self.path.with_name(f"{self.path.stem}.{shard}{self.path.suffix}")
+            if fcntl is not None:
+                self._lock_fd = os.open(_lock_path(file), os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._write = _open(file)
         self.hits = 0
         self.misses = 0
 
@@ -150,3 +200,6 @@ class ResponseCache:
             if self._write is not self._conn:
                 self._write.close()
             self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # the shard may now be merged by anyone
+                self._lock_fd = None

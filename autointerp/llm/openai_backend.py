@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +104,9 @@ class OpenAIBackend(Backend):
         except openai.APIConnectionError as e:
             raise RetryableError(f"connection error: {self.redact(str(e))}") from e
         except openai.APIStatusError as e:
-            msg = self.redact(f"HTTP {e.status_code}: {e.message}")
+            # the SDK's message starts "Error code: 503 - ": say the status once
+            detail = re.sub(r"^Error code: \d+( - )?", "", e.message).strip()
+            msg = self.redact(f"HTTP {e.status_code}" + (f": {detail}" if detail else ""))
             if e.status_code in RETRY_STATUS or e.status_code >= 500:
                 raise RetryableError(msg, retry_after_seconds(e.response.headers)) from e
             raise FatalError(msg) from e

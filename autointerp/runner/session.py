@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from autointerp.config import RunConfig
+from autointerp.config import RunConfig, anchor_path
 from autointerp.llm.client import LLMClient, create_client
 from autointerp.llm.config import LLMConfig
 from autointerp.text import Vocab, vocab_for
@@ -15,15 +15,27 @@ log = logging.getLogger(__name__)
 
 
 def subject_model(run_dir: Path, config: RunConfig, hookpoint: str) -> str:
-    """The subject model the examples' token ids belong to (from the cache's meta.json)."""
+    """The subject model the examples' token ids belong to (from the cache's meta.json); a
+    relative folder (written by an older version) is looked up from the run directory, then
+    from the current directory."""
     meta = Path(run_dir) / "cache" / hookpoint / "meta.json"
+    model = config.subject.model
     if meta.is_file():
-        return str(json.loads(meta.read_text()).get("model") or config.subject.model)
-    return config.subject.model
+        model = str(json.loads(meta.read_text()).get("model") or model)
+    return anchor_path(model, [Path(run_dir).resolve(), Path.cwd()])
 
 
 def run_vocab(run_dir: Path, config: RunConfig, hookpoint: str) -> Vocab:
-    return vocab_for(subject_model(run_dir, config, hookpoint))
+    """The subject model's vocab; a one-line error when the model can be found nowhere."""
+    model = subject_model(run_dir, config, hookpoint)
+    try:
+        return vocab_for(model)
+    except Exception as e:  # transformers' HFValidationError, OSError, ...
+        raise ValueError(
+            f"subject model {model!r} of {run_dir} is neither a folder (from the run directory "
+            f"or {Path.cwd()}) nor a hub id that loads ({type(e).__name__}); point "
+            f"subject.model in {Path(run_dir) / 'run.yaml'} at the model's folder or hub id"
+        ) from None
 
 
 def open_client(

@@ -130,6 +130,7 @@ class PartTable:
                 on = self._dropped.columns
                 scan = scan.join(self._dropped.lazy(), on=on, how="anti", nulls_equal=True)
             scans.append(scan)
+        scans = self._dedupe(scans)
         merged = pl.concat(scans, how="diagonal_relaxed")
         tmp = self.final.with_name(f".{self.final.name}.tmp")
         self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +144,39 @@ class PartTable:
         with contextlib.suppress(OSError):
             self.parts.parent.rmdir()  # the _parts/ folder, once empty
         return self.final
+
+    def _dedupe(self, scans: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
+        """A key's rows are taken from one source only, the newest that has it (sources are in
+        write order): the safety net against a key written twice (by two processes, or by a
+        rerun racing a dying one). Rows of one source are never touched."""
+        per = pl.concat(
+            [
+                s.select(self.key).unique().with_columns(pl.lit(i, pl.Int32).alias("_src"))
+                for i, s in enumerate(scans)
+            ],
+            how="diagonal_relaxed",
+        ).collect()
+        newest = per.group_by(self.key).agg(pl.col("_src").max().alias("_newest"), pl.len())
+        dup = newest.filter(pl.col("len") > 1)
+        if dup.is_empty():
+            return scans
+        losers = per.join(dup, on=self.key, nulls_equal=True).filter(
+            pl.col("_src") != pl.col("_newest")
+        )
+        log.warning(
+            "%s: %d key(s) were written more than once; keeping the newest rows of each",
+            self.final.name,
+            dup.height,
+        )
+        out = []
+        for i, scan in enumerate(scans):
+            stale = losers.filter(pl.col("_src") == i).select(self.key)
+            if not stale.is_empty():
+                schema = scan.collect_schema()
+                stale = stale.cast({k: schema[k] for k in self.key})
+                scan = scan.join(stale.lazy(), on=self.key, how="anti", nulls_equal=True)
+            out.append(scan)
+        return out
 
     def read(self) -> pl.DataFrame:
         """Everything written so far (final file and parts)."""

@@ -19,6 +19,8 @@ import polars as pl
 from autointerp.config import RunConfig
 from autointerp.explainers.run import check_latents, explanations_path
 from autointerp.runner.examples import LatentExamples, examples_hash, iter_latent_examples
+from autointerp.runner.execute import check_engine, recover
+from autointerp.runner.lock import run_lock
 from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
 from autointerp.runner.session import open_client, run_vocab
@@ -151,8 +153,24 @@ def score(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Score explanations (default: the selected ones in ``explanations.parquet``) with each
-    scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``."""
+    scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``. One process at a
+    time per run directory (runner/lock.py)."""
+    with run_lock(run_dir, "score"):
+        return _score(run_dir, config, scorers, hookpoints, latents, explanations, force, progress)
+
+
+def _score(
+    run_dir: str | Path,
+    config: RunConfig,
+    scorers: Sequence[str] | None,
+    hookpoints: Sequence[str] | None,
+    latents: Sequence[int] | None,
+    explanations: pl.DataFrame | None,
+    force: bool,
+    progress: bool,
+) -> dict[str, Path]:
     run_dir = Path(run_dir)
+    check_engine(config)
     names = check_scorers(
         list(scorers or config.score.scorers),
         config.llm.backend,
@@ -173,6 +191,7 @@ def score(
     for hp in sorted(expl["hookpoint"].unique().to_list()):
         sub = expl.filter(pl.col("hookpoint") == hp)
         check_latents(run_dir, hp, sub["latent"].unique().to_list())
+        run_vocab(run_dir, config, hp)  # the subject model's tokenizer: found, before any work
         ctx = _context(run_dir, config, hp)
         built = [(make_scorer(n, ctx), None) for n in names]
         for scorer, _ in built:
@@ -246,7 +265,8 @@ def _execute(
     n_latents = sum(len(v) for v in work.values())
     names = {s.name for by in work.values() for items in by.values() for _, s, _ in items}
     workers = n_workers(config, n_latents, names)
-    if workers <= 1:
+    if workers <= 1 and config.execution.engine == "local":
+        recover(run_dir, config)
         run_loop(_run(run_dir, config, work, outputs, progress))
         return
     jobs = [
@@ -263,7 +283,8 @@ def run_jobs(
     run_dir: Path, config: RunConfig, jobs: list[Any], on_latent: Any, shard: str | None = None
 ) -> int:
     """Score ``jobs`` (hookpoint, latent, explanation, scorer name, config hash) in this
-    process, writing part files only (a worker of scorers/parallel.py)."""
+    process, writing part files only (a worker of scorers/parallel.py); returns the number of
+    latents."""
     names = sorted({j[3] for j in jobs})
     outputs = _Outputs(run_dir, names, config.score.flush_rows)
     built: dict[tuple[str, str], Scorer] = {}
@@ -277,7 +298,7 @@ def run_jobs(
         work[hp].setdefault(latent, []).append((e, scorer, chash))
     _prepare(run_dir, config, work)
     run_loop(_run(run_dir, config, work, outputs, False, on_latent, shard))
-    return len(jobs)
+    return sum(len(v) for v in work.values())
 
 
 async def _run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -133,6 +134,8 @@ class FakeServer:
         self.actions: deque[Action] = deque()
         self.hits = 0
         self.requests: list[dict[str, Any]] = []
+        # (wall time, "hit" or "answered", hash of the request body): what was asked again
+        self.events: list[tuple[float, str, str]] = []
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -224,6 +227,8 @@ class FakeServer:
         raw: bytes,
     ) -> bool:
         self.hits += 1
+        body_key = hashlib.sha256(raw).hexdigest()
+        self.events.append((time.time(), "hit", body_key))
         try:
             request = json.loads(raw or b"{}")
         except json.JSONDecodeError:
@@ -262,6 +267,7 @@ class FakeServer:
             + data
         )
         await writer.drain()
+        self.events.append((time.time(), "answered", body_key))
         return True
 
 
