@@ -16,6 +16,10 @@ from typing import Any
 import numpy as np
 
 OPEN, CLOSE = "<<", ">>"
+ESCAPED_LT, ESCAPED_GT = "\u2039", "\u203a"  # ‹ ›: a text's < / > that would touch a marker
+_OPEN_SENTINEL, _CLOSE_SENTINEL = "\x00", "\x01"  # markers while escaping (NUL never shown)
+_LT_TOUCHING = re.compile("(?<=[<\x00])<|<(?=[<\x00])")
+_GT_TOUCHING = re.compile("(?<=[>\x01])>|>(?=[>\x01])")
 NEWLINE = "↵"  # how one_line() shows a newline (previews, logs); prompts keep real newlines
 # a marked run ends at the LAST ">>" of a run of ">" (the text itself may end in ">")
 _SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
@@ -26,14 +30,21 @@ class Vocab:
     prompts show windows as blocks (a visible stand-in such as "↵" costs a third more tokens
     and breaks the tokenizer's merges of a newline with the indentation after it)."""
 
-    def __init__(self, strings: Sequence[str]) -> None:
+    def __init__(self, strings: Sequence[str], special: Sequence[int] = ()) -> None:
         self.strings: list[str] = [s.replace("\r", "") for s in strings]
         self._array = np.array(self.strings + [""], dtype=object)  # last: out-of-range ids
+        # ids of special tokens (BOS, EOS, ...): what the shortcut audit counts as shown
+        self.special_ids: np.ndarray = np.unique(np.asarray(list(special), dtype=np.int64))
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> Vocab:
         n = len(tokenizer)
-        return cls([tokenizer.decode([i]) for i in range(n)])
+        special = getattr(tokenizer, "all_special_ids", None) or []
+        return cls([tokenizer.decode([i]) for i in range(n)], special)
+
+    def n_special(self, ids: Sequence[int] | np.ndarray) -> int:
+        """How many of ``ids`` are special tokens."""
+        return int(np.isin(np.asarray(ids, dtype=np.int64), self.special_ids).sum())
 
     def tokens(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         idx = np.asarray(ids, dtype=np.int64)
@@ -71,8 +82,10 @@ def _load_vocab(model: str) -> Vocab:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        special = [i for i, t in tok.get_added_tokens_decoder().items() if t.special]
         return Vocab(
-            [tok.decode([i], skip_special_tokens=False) for i in range(tok.get_vocab_size())]
+            [tok.decode([i], skip_special_tokens=False) for i in range(tok.get_vocab_size())],
+            special,
         )
     from transformers import AutoTokenizer
 
@@ -98,20 +111,28 @@ def excerpts(texts: Sequence[str]) -> str:
 
 
 def highlight(tokens: Sequence[str], mask: Sequence[bool] | np.ndarray) -> str:
-    """Join tokens, wrapping each run of consecutive highlighted tokens in ``<<...>>``."""
+    """Join tokens, wrapping each run of consecutive highlighted tokens in ``<<...>>``.
+
+    The markers stay unambiguous whatever the text holds (shift operators, doctest ``>>>``):
+    a ``<`` of the text that touches another ``<`` (of the text or of a marker) is shown as
+    ``‹``, a ``>`` touching another ``>`` as ``›``. So the shown text never contains ``<<`` or
+    ``>>`` except as markers; every other character is shown as it is.
+    """
     out: list[str] = []
     inside = False
     for tok, on in zip(tokens, mask, strict=True):
         if on and not inside:
-            out.append(OPEN)
+            out.append(_OPEN_SENTINEL)
             inside = True
         elif not on and inside:
-            out.append(CLOSE)
+            out.append(_CLOSE_SENTINEL)
             inside = False
-        out.append(tok)
+        out.append(tok.replace(_OPEN_SENTINEL, "").replace(_CLOSE_SENTINEL, ""))
     if inside:
-        out.append(CLOSE)
-    return "".join(out)
+        out.append(_CLOSE_SENTINEL)
+    text = _LT_TOUCHING.sub(ESCAPED_LT, "".join(out))
+    text = _GT_TOUCHING.sub(ESCAPED_GT, text)
+    return text.replace(_OPEN_SENTINEL, OPEN).replace(_CLOSE_SENTINEL, CLOSE)
 
 
 def highlighted_spans(text: str) -> tuple[str, list[tuple[int, int]]]:

@@ -48,7 +48,7 @@ def _brute_top_windows(cache: CacheFiles, geo: Geometry, n: int) -> pl.DataFrame
 @given(
     seed=st.integers(0, 1000),
     window=st.integers(1, 12),
-    placement=st.sampled_from(["peak", "aligned"]),
+    placement=st.sampled_from(["spread", "peak", "aligned"]),
     n=st.integers(1, 6),
 )
 def test_top_windows_equal_brute_force(
@@ -57,7 +57,8 @@ def test_top_windows_equal_brute_force(
     run = tmp_path_factory.mktemp("topw")
     random_cache(run, n_latents=12, n_seqs=30, ctx_len=12, seed=seed, shard=5)
     cache = CacheFiles(run / "cache" / "model.layers.1")
-    geo = Geometry(cache.n_seqs, cache.ctx_len, window, placement, min(window - 1, 3))
+    first = int(window < cache.ctx_len)  # windows after the BOS where there is room
+    geo = Geometry(cache.n_seqs, cache.ctx_len, window, placement, min(window - 1, 3), first, seed)
     assert top_windows(cache, geo, n, None).equals(_brute_top_windows(cache, geo, n))
 
 

@@ -28,7 +28,9 @@ def sample(
     ),
     seed: int | None = typer.Option(None, "--seed", help="seed of splits and random draws"),
     window_len: int | None = typer.Option(None, "--window-len", help="tokens per window"),
-    placement: str | None = typer.Option(None, "--placement", help="'peak' or 'aligned'"),
+    placement: str | None = typer.Option(
+        None, "--placement", help="'spread' (default), 'peak' or 'aligned'"
+    ),
     min_activations: int | None = typer.Option(
         None, "--min-activations", help="latents firing fewer times get a skipped row"
     ),

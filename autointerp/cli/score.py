@@ -48,9 +48,12 @@ def _scorer_list(scorers: str | None) -> list[str] | None:
 
 
 def print_summary(run_dir: Path, names: list[str] | None) -> None:
+    from autointerp.scorers.audit import audit_summary, format_audit
     from autointerp.scorers.summary import format_summary, summarize
 
     for line in format_summary(summarize(run_dir, names)):
+        typer.echo(line)
+    for line in format_audit(audit_summary(run_dir, names)):
         typer.echo(line)
 
 

@@ -99,7 +99,12 @@ def _build_hookpoint(
     progress: bool,
 ) -> Path:
     cache = CacheFiles(run_dir / "cache" / hookpoint_dirname(hookpoint))
-    geo = Geometry(cache.n_seqs, cache.ctx_len, cfg.window_len, cfg.placement, cfg.offset)
+    # a window never shows the excluded BOS (unless windows span whole sequences: then every
+    # window shows it, activating or not)
+    first = 1 if cache.meta.get("exclude_bos") and cfg.window_len < cache.ctx_len else 0
+    geo = Geometry(
+        cache.n_seqs, cache.ctx_len, cfg.window_len, cfg.placement, cfg.offset, first, seed
+    )
     blob = json.dumps([cfg.model_dump(mode="json"), seed, cache.meta.get("config_hash")])
     config_hash = hashlib.sha256(blob.encode()).hexdigest()[:16]
     store = ExampleStore(run_dir, hookpoint_dirname(hookpoint))

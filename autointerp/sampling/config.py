@@ -38,13 +38,17 @@ class SampleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     window_len: int = Field(32, ge=1, description="tokens per example window (<= ctx_len)")
-    placement: Literal["peak", "aligned"] = Field(
-        "peak",
-        description="'peak': one window per sequence, its max at peak_offset; "
+    placement: Literal["spread", "peak", "aligned"] = Field(
+        "spread",
+        description="'spread': one window per sequence holding its max at a seeded random "
+        "place (the peak's position tells a judge nothing); 'peak': its max at peak_offset; "
         "'aligned': the sequence cut into fixed blocks of window_len",
     )
     peak_offset: int | None = Field(
-        None, ge=0, description="index of the peak inside the window (default 3/4 of window_len)"
+        None,
+        ge=0,
+        description="'peak' placement: index of the peak inside the window (default 3/4 of "
+        "window_len)",
     )
     min_activations: int = Field(
         10, ge=1, description="latents firing fewer times get a 'skipped' row instead"

@@ -129,7 +129,8 @@ def _empty(source: str) -> pl.DataFrame:
 def random_contrast(
     ctx: ShardContext, latents: np.ndarray, taken: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """Uniformly random windows (any sequence, grid or uniform start) where it never fires."""
+    """Uniformly random windows (any sequence, grid or uniform start; never over an excluded
+    BOS) where it never fires."""
     r = ctx.draws("random")
     if r == 0 or len(latents) == 0:
         return _empty("random")
@@ -138,9 +139,10 @@ def random_contrast(
     seq = draw_index(ctx.geo.n_seqs, ctx.seed, _TAG_RANDOM_SEQ, lat, j)
     if ctx.geo.placement == "aligned":
         blocks = draw_index(ctx.geo.n_blocks, ctx.seed, _TAG_RANDOM_POS, lat, j)
-        start = ctx.geo.aligned_start(blocks * ctx.geo.window_len)
+        start = ctx.geo.aligned_start(ctx.geo.first + blocks * ctx.geo.window_len)
     else:
-        start = draw_index(ctx.geo.last_start + 1, ctx.seed, _TAG_RANDOM_POS, lat, j)
+        n_starts = ctx.geo.last_start - ctx.geo.first + 1
+        start = ctx.geo.first + draw_index(n_starts, ctx.seed, _TAG_RANDOM_POS, lat, j)
     cand = pl.DataFrame({"latent": lat, "seq_id": seq, "start": start, "order": j.astype(float)})
     return finish(ctx, "random", cand, taken)
 
@@ -248,7 +250,7 @@ def similar_contrast(
     k = draw_index(index.counts[tok], ctx.seed, _TAG_SIMILAR, lat, tok, j)
     flat = index.positions[index.offsets[tok] + k].astype(np.int64)
     seq, pos = flat // index.ctx_len, flat % index.ctx_len
-    start = ctx.geo.start_for(pos)
+    start = ctx.geo.start_for(pos, lat * ctx.geo.n_seqs + seq)
     cand = pl.DataFrame(
         {"latent": lat, "seq_id": seq, "start": start, "order": (trank * r + j).astype(float)}
     )

@@ -136,7 +136,8 @@ def top_windows(cache: CacheFiles, geo: Geometry, n: int, work: Path | None) -> 
     """
     path = None
     if work is not None:
-        path = work / f"_top_windows-{geo.placement}-{geo.window_len}-{geo.offset}-{n}.parquet"
+        name = f"{geo.placement}-{geo.window_len}-{geo.offset}-{geo.first}-{geo.seed}-{n}"
+        path = work / f"_top_windows-{name}.parquet"
         if path.is_file():
             return pl.read_parquet(path)
     n_workers = max(1, min(2, os.cpu_count() or 1))

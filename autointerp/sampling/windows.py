@@ -9,23 +9,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from autointerp.sampling.cachefiles import Nonzeros
+from autointerp.sampling.hashing import draw_index
+
+_TAG_SPREAD = 31
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Window geometry: sequences of ``ctx_len`` tokens, windows of ``window_len``."""
+    """Window geometry: sequences of ``ctx_len`` tokens, windows of ``window_len``.
+
+    ``first``: the first position a window may cover (1 when the cache excluded the BOS at
+    position 0: a window never shows BOS, so its presence cannot tell activating windows from
+    contrast ones). ``seed``: of the seeded window starts under 'spread' placement.
+    """
 
     n_seqs: int
     ctx_len: int
     window_len: int
-    placement: str  # "peak" | "aligned"
+    placement: str  # "spread" | "peak" | "aligned"
     offset: int  # peak index inside a window under "peak" placement
+    first: int = 0
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.window_len > self.ctx_len:
+        if self.window_len > self.ctx_len - self.first:
             raise ValueError(
-                f"window_len={self.window_len} exceeds the cache's ctx_len={self.ctx_len}; "
-                f"set sample.window_len <= {self.ctx_len}"
+                f"window_len={self.window_len} exceeds the cache's ctx_len={self.ctx_len}"
+                + (" less its BOS" if self.first else "")
+                + f"; set sample.window_len <= {self.ctx_len - self.first}"
             )
 
     @property
@@ -33,18 +44,27 @@ class Geometry:
         return self.ctx_len - self.window_len
 
     def aligned_start(self, pos: np.ndarray) -> np.ndarray:
-        """Start of the aligned block holding ``pos`` (the last block is clamped to fit)."""
-        return np.minimum((pos // self.window_len) * self.window_len, self.last_start)
+        """Start of the aligned block holding ``pos`` (blocks from ``first``; the last block
+        is clamped to fit)."""
+        block = (np.maximum(pos, self.first) - self.first) // self.window_len
+        return np.minimum(block * self.window_len + self.first, self.last_start)
 
-    def start_for(self, pos: np.ndarray) -> np.ndarray:
-        """Window start for a token at ``pos`` that the window is built around."""
+    def start_for(self, pos: np.ndarray, key: np.ndarray | int = 0) -> np.ndarray:
+        """Window start for a token at ``pos`` that the window is built around. 'spread': a
+        start drawn uniformly (seeded by ``key``, ``pos``) among those whose window holds
+        ``pos``, so the token sits anywhere in the window; 'peak': at ``offset``."""
         if self.placement == "aligned":
             return self.aligned_start(pos)
-        return np.clip(pos - self.offset, 0, self.last_start)
+        if self.placement == "spread":
+            pos = np.asarray(pos, dtype=np.int64)
+            lo = np.clip(pos - self.window_len + 1, self.first, self.last_start)
+            hi = np.clip(pos, self.first, self.last_start)
+            return lo + draw_index(hi - lo + 1, self.seed, _TAG_SPREAD, key, pos)
+        return np.clip(pos - self.offset, self.first, self.last_start)
 
     @property
     def n_blocks(self) -> int:
-        return -(-self.ctx_len // self.window_len)
+        return -(-(self.ctx_len - self.first) // self.window_len)
 
 
 @dataclass(frozen=True)
@@ -96,21 +116,23 @@ def _group_max(
 def candidate_windows(nz: Nonzeros, geo: Geometry) -> Candidates:
     """All windows where each latent fires, with the window's max and peak position.
 
-    'peak': one window per (latent, sequence), placed so that the sequence's max sits at
-    ``offset`` (clamped to the sequence). 'aligned': every block of ``window_len`` holding a
-    nonzero (a clamped last block may overlap its neighbour; its rows are duplicated to it).
+    'spread' / 'peak': one window per (latent, sequence) holding the sequence's max, at a
+    seeded random place ('spread') or at ``offset`` ('peak'), clamped to the sequence.
+    'aligned': every block of ``window_len`` holding a nonzero (a clamped last block may
+    overlap its neighbour; its rows are duplicated to it).
     """
     empty = np.zeros(0, dtype=np.int32)
     if len(nz) == 0:
         return Candidates(empty, empty, empty, np.zeros(0, np.float32), empty)
-    if geo.placement == "peak":
+    if geo.placement != "aligned":
         starts = _run_starts(nz.latent, nz.seq_id)
         gmax, peak = _group_max(nz.value, nz.pos, starts)
         lat, seq = nz.latent[starts], nz.seq_id[starts]
-        return Candidates(lat, seq, geo.start_for(peak).astype(np.int32), gmax, peak)
+        key = lat.astype(np.int64) * geo.n_seqs + seq
+        return Candidates(lat, seq, geo.start_for(peak, key).astype(np.int32), gmax, peak)
     latent, seq, pos, value = nz.latent, nz.seq_id, nz.pos, nz.value
     start = geo.aligned_start(pos)
-    full_end = (geo.ctx_len // geo.window_len) * geo.window_len
+    full_end = geo.first + ((geo.ctx_len - geo.first) // geo.window_len) * geo.window_len
     if full_end != geo.ctx_len:  # the clamped last block also covers [last_start, full_end)
         extra = (pos >= geo.last_start) & (pos < full_end)
         latent = np.concatenate([latent, latent[extra]])

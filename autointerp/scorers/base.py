@@ -95,6 +95,30 @@ WINDOW_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+SHOWN_SCHEMA: dict[str, pl.DataType] = {
+    "shown_tokens": pl.Int16(),
+    "shown_special": pl.Int16(),
+    "highlighted": pl.List(pl.Int16()),
+    "highlighted_ids": pl.List(pl.Int32()),
+}
+
+
+def shown_columns(
+    row: dict[str, Any], vocab: Any, mask: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What the judge was shown of a window, for the shortcut audit (``SHOWN_SCHEMA``): its
+    length in tokens, how many special tokens (BOS, EOS) it shows, and the offsets and token
+    ids of its highlighted tokens (null where nothing is highlighted by design)."""
+    ids = np.asarray(row["tokens"], dtype=np.int64)
+    on = None if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+    return {
+        "shown_tokens": len(ids),
+        "shown_special": vocab.n_special(ids),
+        "highlighted": None if on is None else on.tolist(),
+        "highlighted_ids": None if on is None else ids[on].tolist(),
+    }
+
+
 def window_columns(row: dict[str, Any], split: str) -> dict[str, Any]:
     """The columns that say which window an example row is (``WINDOW_SCHEMA``)."""
     return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.runner.examples import LatentExamples
+from autointerp.scorers.base import shown_columns
 from autointerp.scorers.judge import BinaryJudgeScorer, Item, window_meta
 
 
@@ -22,7 +23,7 @@ class DetectionScorer(BinaryJudgeScorer):
                     text="".join(strings),
                     tokens=strings,
                     truth=r["kind"] == "activating",
-                    meta=window_meta(r, split),
+                    meta={**window_meta(r, split), **shown_columns(r, ex.vocab)},
                 )
             )
         return out

@@ -30,12 +30,14 @@ from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingP
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import (
     KEY_SCHEMA,
+    SHOWN_SCHEMA,
     WINDOW_SCHEMA,
     Scorer,
     ScoreResult,
     Tally,
     collected,
     seeded_rng,
+    shown_columns,
 )
 from autointerp.scorers.judge import window_meta
 from autointerp.scorers.metrics import accuracy_metrics
@@ -50,6 +52,7 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "truth": pl.Boolean(),
     "prediction": pl.Boolean(),
     "error": pl.String(),
+    **SHOWN_SCHEMA,
 }
 
 
@@ -217,10 +220,11 @@ class IntruderScorer(Scorer):
                 correct.append(choice == p.intruder)
                 n_choices.append(len(p.rows))
                 bins.append(p.quantile)
-            for j, r in enumerate(p.rows):
+            for j, (r, m) in enumerate(zip(p.rows, p.masks, strict=True)):
                 rows.append(
                     {
                         **{c: v for c, v in window_meta(r, split).items() if c != "variant"},
+                        **shown_columns(r, ex.vocab, m),
                         "prompt": k,
                         "position": j,
                         "prompt_quantile": p.quantile,

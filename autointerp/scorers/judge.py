@@ -18,6 +18,7 @@ from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingP
 from autointerp.runner.examples import LatentExamples
 from autointerp.scorers.base import (
     KEY_SCHEMA,
+    SHOWN_SCHEMA,
     WINDOW_SCHEMA,
     Scorer,
     ScoreResult,
@@ -39,6 +40,7 @@ EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "prediction": pl.Boolean(),
     "probability": pl.Float64(),
     "error": pl.String(),
+    **SHOWN_SCHEMA,
 }
 ANSWER_SCHEMA = {
     "type": "object",
@@ -55,7 +57,7 @@ class Item:
     text: str  # as shown (highlighted or not)
     tokens: list[str]
     truth: bool
-    meta: dict[str, Any]  # split, kind, sampler, quantile, seq_id, start, variant
+    meta: dict[str, Any]  # split, kind, sampler, quantile, seq_id, start, variant, shown_*
     highlighted: list[int] | None = None
 
 

@@ -27,6 +27,7 @@ from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
+from autointerp.scorers.audit import run_audit
 from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
 from autointerp.scorers.parallel import n_workers, run_parallel
 from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
@@ -222,7 +223,10 @@ def _score(
     if n_pairs:
         _prepare(run_dir, config, work)
         _execute(run_dir, config, work, outputs, progress)
-    return outputs.close()
+    written = outputs.close()
+    # the shortcut audit, always on: once, over every latent the files hold
+    run_audit(run_dir, names, seed=config.seed if config.score.seed is None else config.score.seed)
+    return written
 
 
 def _prepare(
