@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from autointerp.text import highlighted_spans
+
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
 _EXCERPT = re.compile(r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\Z)", re.DOTALL | re.MULTILINE)
@@ -76,3 +80,101 @@ class ScriptedJudge:
             acts = [self.simulate(explanation, json.loads(ex)) for ex in examples]
             return json.dumps({"activations": acts})
         return "I do not understand."
+
+
+# -- a judge that reads the explanation's words ------------------------------------------------
+# It gets only the prompt text. From the explanation it takes what the words say (quoted
+# tokens; "digits"/"number"; "comment"; "string literal"; "after X") and marks, per character
+# of a window's text, where such a feature would fire. It never sees activations, the planted
+# generator or any answer key, so it is right only as far as the explanation is.
+_WORDISH = re.compile(r"^\w+$")
+
+
+def _literal_mask(text: str) -> np.ndarray:
+    """Characters between a quote and the same quote on one line (a ``#`` outside quotes ends
+    the line's code)."""
+    mask = np.zeros(len(text), dtype=bool)
+    open_quote: str | None = None
+    skip = False
+    for i, c in enumerate(text):
+        if c == "\n":
+            open_quote, skip = None, False
+        elif skip:
+            continue
+        elif open_quote is None:
+            if c == "#":
+                skip = True
+            elif c in "'\"":
+                open_quote = c
+        elif c == open_quote and text[i - 1] != "\\":
+            open_quote = None
+        else:
+            mask[i] = True
+    return mask
+
+
+def _pattern_mask(text: str, pattern: str, group: int = 0) -> np.ndarray:
+    mask = np.zeros(len(text), dtype=bool)
+    for m in re.finditer(pattern, text):
+        mask[m.start(group) : m.end(group)] = True
+    return mask
+
+
+def _standalone(word: str) -> str:
+    """``word`` not glued to more of its own kind (letters to letters, symbols to symbols)."""
+    if _WORDISH.match(word):
+        return rf"(?<!\w){re.escape(word)}(?!\w)"
+    return rf"(?<![^\w\s]){re.escape(word)}(?![^\w\s])"
+
+
+def stated_mask(explanation: str, text: str) -> np.ndarray:
+    """Per character of ``text``: would the feature, as ``explanation`` words it, fire there?"""
+    words = explanation.lower()
+    quoted = sorted(keys(explanation), key=len, reverse=True)
+    if "string literal" in words or "inside a string" in words:
+        return _literal_mask(text)
+    if "comment" in words:
+        return _pattern_mask(text, r"#[^\n]*")
+    if "digit" in words or "number" in words:
+        return _pattern_mask(text, r"[0-9]+")
+    if (" after " in f" {words} " or "follow" in words) and quoted:
+        lead = "|".join(_standalone(q) for q in quoted)
+        return _pattern_mask(text, rf"(?:{lead})\s+([A-Za-z_]\w*)", group=1)
+    if not quoted:
+        quoted = [w for w in re.findall(r"[A-Za-z_]\w{2,}", explanation) if len(w) > 3]
+    if not quoted:
+        return np.zeros(len(text), dtype=bool)
+    return _pattern_mask(text, "|".join(_standalone(q) for q in quoted))
+
+
+def reading_detect(explanation: str, text: str) -> bool:
+    return bool(stated_mask(explanation, text).any())
+
+
+def reading_fuzz(explanation: str, marked: list[str], shown: str) -> bool:
+    """1 when every highlighted span falls where the explanation says the feature fires."""
+    plain, spans = highlighted_spans(shown)
+    if not spans:
+        return False
+    mask = stated_mask(explanation, plain)
+    return all(mask[a:b].any() for a, b in spans)
+
+
+def reading_simulate(explanation: str, tokens: list[str]) -> list[int]:
+    mask = stated_mask(explanation, "".join(tokens))
+    out, pos = [], 0
+    for t in tokens:
+        out.append(10 if mask[pos : pos + len(t)].any() else 0)
+        pos += len(t)
+    return out
+
+
+def reading_judge(**overrides: Any) -> ScriptedJudge:
+    """A ScriptedJudge whose detection, fuzzing and simulation answers follow
+    :func:`stated_mask` (``overrides`` replace any of them)."""
+    rules: dict[str, Any] = {
+        "detect": reading_detect,
+        "fuzz": reading_fuzz,
+        "simulate": reading_simulate,
+    }
+    return ScriptedJudge(**{**rules, **overrides})

@@ -1,11 +1,12 @@
 """Proof that the scorers measure something: on the planted coder (latents with known true
 explanations), each latent's true explanation must beat another latent's. Token latents with
-the offline lexical judge; context latents with a scripted judge (over the fake server) that
-can read context. Also: the token-list baseline recovers the planted tokens."""
+the offline lexical judge; every latent with a judge over the fake server that reads only the
+prompt text and decides from the explanation's words. Also: the token-list baseline recovers
+the planted tokens."""
 
 from __future__ import annotations
 
-import re
+import os
 import shutil
 from pathlib import Path
 
@@ -14,22 +15,42 @@ import polars as pl
 import pytest
 from fake_server import FakeServer
 from llm_helpers import SECRET
-from scripted_judge import ScriptedJudge
+from scripted_judge import reading_judge, stated_mask
 
 from autointerp.calibrate import calibrate
-from autointerp.coders.planted import DEFAULT_RULES, Rule, string_literal_mask
+from autointerp.coders.planted import DEFAULT_RULES
 from autointerp.config import load_config
 from autointerp.explainers.run import explain
 from autointerp.llm.lexical import quoted_tokens
-from autointerp.text import highlighted_spans
 
 SCORERS = ["detection", "fuzzing", "simulation"]
 N_TOKENS = 65_536
+MIN_AUROC = {"token": 0.95, "context": 0.9}
+# A folder that keeps the planted cache and examples between pytest sessions (the mutation
+# check sets it: scores, explanations and responses are removed before each use, so every
+# session scores afresh; only the cache and the sampled windows are reused).
+KEEP = os.environ.get("AUTOINTERP_TEST_PLANTED_DIR")
+REUSED = {"cache", "examples", "planted-coder", "run.yaml"}
 
 
 @pytest.fixture(scope="module")
-def lexical_calibration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame]:
-    run = tmp_path_factory.mktemp("planted")
+def planted_dir(tmp_path_factory: pytest.TempPathFactory):
+    def make(name: str) -> Path:
+        if not KEEP:
+            return tmp_path_factory.mktemp(name)
+        run = Path(KEEP) / name
+        run.mkdir(parents=True, exist_ok=True)
+        for p in run.iterdir():
+            if p.name not in REUSED:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        return run
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def lexical_calibration(planted_dir) -> tuple[Path, pl.DataFrame]:
+    run = planted_dir("planted")
     cfg = load_config(None, {"run_dir": str(run), "cache.hookpoints": ["model.layers.0"]})
     table = calibrate(cfg, run, SCORERS, n_tokens=N_TOKENS, progress=False)
     return run, table
@@ -77,63 +98,22 @@ def test_token_list_baseline_recovers_planted_tokens(lexical_calibration, tmp_pa
     assert hits == len(token_rules)
 
 
-# -- context latents: a scripted judge that reads context ------------------------------------
-def _rule_of(explanation: str) -> Rule | None:
-    return next((r for r in DEFAULT_RULES if r.explanation == explanation), None)
-
-
-def _char_mask(rule: Rule, text: str) -> np.ndarray:
-    mask = np.zeros(len(text), dtype=bool)
-    if rule.kind == "string_literal":
-        return string_literal_mask(text)
-    if rule.kind == "regex":
-        for m in re.finditer(rule.pattern, text):
-            mask[m.start() : m.end()] = True
-    elif rule.kind == "after":
-        words = "|".join(map(re.escape, rule.tokens))
-        for m in re.finditer(rf"\b(?:{words})\s+(\w)", text):
-            mask[m.start(1)] = True
-    else:
-        words = "|".join(map(re.escape, rule.tokens))
-        for m in re.finditer(rf"(?<![\w=!])(?:{words})(?![\w=])", text):
-            mask[m.start() : m.end()] = True
-    return mask
-
-
-def context_judge() -> ScriptedJudge:
-    def detect(explanation: str, text: str) -> bool:
-        rule = _rule_of(explanation)
-        return bool(rule and _char_mask(rule, text).any())
-
-    def fuzz(explanation: str, marked: list[str], shown: str) -> bool:
-        rule = _rule_of(explanation)
-        plain, spans = highlighted_spans(shown)
-        if not rule or not spans:
-            return False
-        mask = _char_mask(rule, plain)
-        return all(mask[a:b].any() for a, b in spans)
-
-    def simulate(explanation: str, tokens: list[str]) -> list[int]:
-        rule = _rule_of(explanation)
-        text = "".join(tokens)
-        mask = _char_mask(rule, text) if rule else np.zeros(len(text), bool)
-        out, pos = [], 0
-        for t in tokens:
-            out.append(10 if mask[pos : pos + len(t)].any() else 0)
-            pos += len(t)
-        return out
-
-    return ScriptedJudge(detect=detect, fuzz=fuzz, simulate=simulate)
-
-
-def test_scripted_context_judge_separates_context_latents(tmp_path, monkeypatch) -> None:
+# -- every latent, judged over HTTP by a judge that reads only the prompt text -----------------
+def test_reading_judge_separates_token_and_context_latents(
+    planted_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge (tests/scripted_judge.py: reading_judge) sees what a model sees, the prompt
+    text, and decides from the explanation's words; it never imports the planted generator.
+    Each latent's true explanation must beat its shuffled one for token AND context latents."""
+    run = planted_dir("reading")
     monkeypatch.setenv("FAKE_LLM_KEY", SECRET)
-    server = FakeServer(responder=context_judge()).start()
+    judge = reading_judge()
+    server = FakeServer(responder=judge).start()
     try:
         cfg = load_config(
             None,
             {
-                "run_dir": str(tmp_path),
+                "run_dir": str(run),
                 "cache.hookpoints": ["model.layers.0"],
                 "llm.model": "openai:judge",
                 "llm.base_url": server.base_url,
@@ -141,12 +121,48 @@ def test_scripted_context_judge_separates_context_latents(tmp_path, monkeypatch)
                 "llm.concurrency": 16,
             },
         )
-        table = calibrate(cfg, tmp_path, SCORERS, n_tokens=N_TOKENS, progress=False)
+        table = calibrate(cfg, run, SCORERS, n_tokens=N_TOKENS, progress=False)
     finally:
         server.stop()
-    ctx = table.filter(pl.col("latents") == "context")
-    for scorer, metric in [("detection", "auroc"), ("fuzzing", "auroc"), ("simulation", "pearson")]:
-        row = ctx.filter((pl.col("scorer") == scorer) & (pl.col("metric") == metric)).row(
-            0, named=True
-        )
-        assert row["auroc"] >= 0.95, (scorer, row)
+    asked = {task for task, _ in judge.seen}
+    assert asked == {"detection", "fuzzing", "simulation"}, asked
+    for group in ("token", "context"):
+        rows = table.filter(pl.col("latents") == group)
+        for scorer, metric in [
+            ("detection", "auroc"),
+            ("fuzzing", "auroc"),
+            ("simulation", "pearson"),
+        ]:
+            row = rows.filter((pl.col("scorer") == scorer) & (pl.col("metric") == metric)).row(
+                0, named=True
+            )
+            assert row["auroc"] >= MIN_AUROC[group], (group, scorer, row)
+            assert row["mean_true"] > row["mean_shuffled"] + 0.25, (group, scorer, row)
+    for scorer, metric in [("detection", "balanced_accuracy"), ("simulation", "pearson")]:
+        df = pl.read_parquet(run / "scores" / f"{scorer}.parquet")
+        for latent in range(len(DEFAULT_RULES)):
+            rows = df.filter(pl.col("latent") == latent)
+            true = rows.filter(pl.col("explainer") == "planted:true")[metric][0]
+            other = rows.filter(pl.col("explainer") == "planted:shuffled")[metric][0]
+            assert true > np.nan_to_num(other), (scorer, latent, true, other)
+
+
+def test_the_reading_judge_never_reads_the_generator() -> None:
+    """Its module imports nothing of the planted coder (the rule it applies comes from the
+    explanation's words), and it answers paraphrases the generator never wrote."""
+    import scripted_judge
+
+    source = Path(scripted_judge.__file__).read_text()
+    imports = [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))]
+    assert not any("coders" in ln or "planted" in ln for ln in imports), imports
+    code = 'x = 1  # note\nname = "abc"\ndef run(n):\n    return n == 42\n'
+    marks = {
+        'lines\' comments, from "#" on': "# note",
+        "any number": "142",
+        "characters inside a string literal": "abc",
+        'whatever name follows "def"': "run",
+        'the operator "=="': "==",
+    }
+    for explanation, expected in marks.items():
+        mask = stated_mask(explanation, code)
+        assert "".join(c for c, m in zip(code, mask, strict=True) if m) == expected, explanation

@@ -1,0 +1,145 @@
+"""What each judge scorer must show, proven from the judge's side: the judges here get only the
+prompt text over HTTP (tests/scripted_judge.py: the explanation's quoted tokens) or an
+explanation-free cue. On a clean synthetic run (latent l fires on every occurrence of its token and
+nowhere else) with true explanations:
+
+- fuzzing is decided by WHERE the highlights are: a judge that reads them beats, by a margin, a
+  judge that ignores them (it answers "does the window contain the feature anywhere"), which
+  only wrongly highlighted activating windows can expose;
+- "yes iff anything is highlighted" scores chance in fuzzing (contrast windows are highlighted
+  too), and detection windows are shown plain (no highlight to read);
+- the explainer is shown train windows, never a test window.
+These are the tests that kill the scorer mutations of scripts/mutation_check.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from fake_server import FakeServer
+from llm_helpers import SECRET
+from scripted_judge import _EXCERPT, ScriptedJudge, default_detect
+from stage_helpers import copy_run, served
+from synthetic_cache import write_cache
+
+from autointerp.explainers.run import explain
+from autointerp.sampling import SampleConfig
+from autointerp.sampling.build import build_examples
+from autointerp.scorers.rescore import rescore
+from autointerp.text import highlighted_spans, vocab_for
+
+N_LAT = 16
+LATENTS = range(N_LAT)
+FIRST = 34  # latent l fires on token FIRST + l: the demo vocab's "A".."P"
+SHOWN = np.r_[17:27, 34:50]  # digits and capitals: no quote, marker or special token
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 sequences of 32 random letters and digits after BOS; latent l fires on token
+    FIRST + l."""
+    run = tmp_path_factory.mktemp("evidence")
+    rng = np.random.default_rng(3)
+    tokens = rng.choice(SHOWN, size=(300, 32)).astype(np.int32)
+    tokens[:, 0] = 0
+    hit = tokens[:, :, None] == FIRST + np.arange(N_LAT)[None, None, :]
+    dense = np.where(hit, 1 + rng.random(hit.shape), 0.0).astype(np.float32)
+    dense[:, 0, :] = 0
+    write_cache(run, tokens, dense)
+    decoder = torch.randn(N_LAT, 8, generator=torch.Generator().manual_seed(0))
+    build_examples(run, SampleConfig(seed=1, window_len=16), decoder=decoder, progress=False)
+    return run
+
+
+def judged(base: Path, tmp: Path, judge: ScriptedJudge, scorer: str, name: str) -> pl.DataFrame:
+    """Score each latent's true explanation with ``scorer`` on a fresh copy of the run, judged
+    over the fake server by ``judge``; the scores table."""
+    run = copy_run(base, tmp / name)
+    server = FakeServer(responder=judge).start()
+    try:
+        cfg = served(run, server)
+        vocab = vocab_for(cfg.subject.model)
+        rows = [
+            {"latent": lat, "explanation": f'the token "{vocab.strings[FIRST + lat]}"'}
+            for lat in LATENTS
+        ]
+        src = run / "true.jsonl"
+        src.write_text("\n".join(json.dumps(r) for r in rows))
+        paths = rescore(run, cfg, src, scorers=[scorer], progress=False)
+    finally:
+        server.stop()
+    return pl.read_parquet(paths[scorer]).filter(pl.col("status") == "ok")
+
+
+def shown_windows(judge: ScriptedJudge, task: str) -> list[str]:
+    return [m.group(2) for t, user in judge.seen if t == task for m in _EXCERPT.finditer(user)]
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_LLM_KEY", SECRET)
+
+
+def test_fuzzing_is_decided_by_where_the_highlights_are(base_run: Path, tmp_path: Path) -> None:
+    reader = ScriptedJudge()
+
+    def blind(explanation: str, marked: list[str], shown: str) -> bool:
+        return default_detect(explanation, highlighted_spans(shown)[0])
+
+    ignores = ScriptedJudge(fuzz=blind)
+    read = judged(base_run, tmp_path, reader, "fuzzing", "reads")
+    not_read = judged(base_run, tmp_path, ignores, "fuzzing", "ignores")
+    assert read.height == not_read.height == len(LATENTS)
+    good, bad = read["balanced_accuracy"].to_numpy(), not_read["balanced_accuracy"].to_numpy()
+    assert good.mean() >= 0.95, good
+    # only windows that hold the feature but show highlights elsewhere tell the two apart
+    assert good.mean() >= bad.mean() + 0.1, (good, bad)
+    assert (good > bad).mean() >= 0.9, (good, bad)
+    # and such windows were shown: text with the explanation's token, highlights off it
+    windows = shown_windows(ignores, "fuzzing")
+    assert windows and len(windows) == read["n_examples"].sum()
+
+
+def test_anything_highlighted_is_no_cue_in_fuzzing(base_run: Path, tmp_path: Path) -> None:
+    def any_highlight(explanation: str, marked: list[str], shown: str) -> bool:
+        return bool(highlighted_spans(shown)[1])
+
+    judge = ScriptedJudge(fuzz=any_highlight)
+    df = judged(base_run, tmp_path, judge, "fuzzing", "cue")
+    assert np.allclose(df["balanced_accuracy"].to_numpy(), df["balanced_accuracy_chance"])
+    windows = shown_windows(judge, "fuzzing")
+    assert all(highlighted_spans(w)[1] for w in windows)  # every window shows highlights
+
+
+def test_detection_windows_are_shown_plain(base_run: Path, tmp_path: Path) -> None:
+    judge = ScriptedJudge()
+    df = judged(base_run, tmp_path, judge, "detection", "plain")
+    windows = shown_windows(judge, "detection")
+    assert len(windows) == df["n_examples"].sum() > 0
+    assert not any(highlighted_spans(w)[1] for w in windows)
+    assert df["balanced_accuracy"].mean() >= 0.9
+
+
+def test_the_explainer_is_shown_train_windows_never_test(base_run: Path, tmp_path: Path) -> None:
+    run = copy_run(base_run, tmp_path)
+    judge = ScriptedJudge()
+    server = FakeServer(responder=judge).start()
+    try:
+        cfg = served(run, server)
+        expl = pl.read_parquet(explain(run, cfg, latents=LATENTS, progress=False))
+    finally:
+        server.stop()
+    assert (expl["status"] == "ok").all() and expl.height == len(LATENTS)
+    prompts = "\n".join(u for t, u in judge.seen if t == "explain")
+    plain = highlighted_spans(prompts)[0]
+    vocab = vocab_for(cfg.subject.model)
+    ex = pl.read_parquet(run / "examples" / "model.layers.1.parquet")
+    ex = ex.filter(pl.col("latent").is_in(list(LATENTS)) & (pl.col("kind") == "activating"))
+    for split, must in [("test", False), ("train", True)]:
+        texts = [vocab.text(t) for t in ex.filter(pl.col("split") == split)["tokens"].to_list()]
+        found = sum(t in plain for t in texts)
+        assert (found > 0) == must, (split, found, len(texts))
