@@ -136,6 +136,9 @@ def test_probabilities_from_logprobs() -> None:
     probs = probabilities_from_logprobs(lps, 2)
     assert probs == pytest.approx([0.8, 1 / 3])
     assert probabilities_from_logprobs(lps, 3) is None  # count mismatch: no probabilities
+    # word answers in any case and spacing pool their mass: P(1) = (0.5 + 0.2) / 0.9
+    words = [_lp(" Yes", {" Yes": math.log(0.5), "yes": math.log(0.2), " No": math.log(0.2)})]
+    assert probabilities_from_logprobs(words, 1) == pytest.approx([0.7 / 0.9])
     assert read_answers(LLMResponse(parsed={"answers": [1, 0]}, logprobs=lps), 2)[1] == (
         pytest.approx([0.8, 1 / 3])
     )
@@ -170,7 +173,17 @@ def test_expected_digit() -> None:
             TopLogprob(token="4", logprob=math.log(0.05)),
         ],
     )
-    assert expected_digit(pos) == pytest.approx((0.25 * 10 + 0.05 * 4) / 0.8)
+    # " 10" is no value of the 0..9 scale (some tokenizers split it, some do not)
+    assert expected_digit(pos) == pytest.approx((0.05 * 4) / 0.55)
+    split = TokenLogprob(
+        token="unknown",
+        logprob=-5.0,
+        top=[
+            TopLogprob(token="\t9", logprob=math.log(0.3)),
+            TopLogprob(token="1", logprob=math.log(0.1)),
+        ],
+    )
+    assert expected_digit(split) == pytest.approx((0.3 * 9 + 0.1 * 1) / 0.4)
     assert expected_digit(TokenLogprob(token="x", logprob=0.0, top=[])) is None
 
 

@@ -8,6 +8,7 @@ from autointerp.cli import (  # noqa: F401 - importing registers each command on
     demo,
     explain,
     llm,
+    models,
     report,
     run,
     sample,

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from autointerp.cli.common import (
+    BaseUrlOpt,
+    LLMOpt,
     app,
     fail,
     one_line,
@@ -26,13 +28,17 @@ def demo(
     scorers: str = typer.Option(
         "detection,fuzzing,simulation", "--scorers", help="comma list of scorers"
     ),
+    llm: str | None = LLMOpt,
+    base_url: str | None = BaseUrlOpt,
     no_progress: bool = typer.Option(False, "--no-progress", help="hide progress bars"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the pipeline on the bundled demo model + SAE over the Python standard library's source.
 
     cache -> sample -> explain -> score, with the offline lexical baseline as explainer and
-    judge (labelled as such). Offline and resumable: rerunning continues where it stopped.
+    judge (labelled as such), or the LLM of --llm (e.g. vllm:qwen2.5-coder-1.5b-instruct after
+    `autointerp models fetch qwen2.5-coder-1.5b-instruct`). Resumable: rerunning continues
+    where it stopped.
     """
     from transformers import AutoTokenizer
 
@@ -50,6 +56,8 @@ def demo(
             "cache.n_tokens": n_tokens,
             "subject.device": device,
             "score.scorers": names,
+            **({"llm.model": llm} if llm else {}),
+            **({"llm.base_url": base_url} if base_url else {}),
         },
     )
     try:
@@ -65,7 +73,8 @@ def demo(
     typer.echo(f"\nexplanations: {out['explain']}")
     for line in preview_explanations(out["explain"]):
         typer.echo(line)
-    typer.echo("\nscores (lexical baseline judge; chance = an uninformed judge on the same mix):")
+    judge = "lexical baseline judge" if cfg.llm.model == "lexical" else f"judge {cfg.llm.model}"
+    typer.echo(f"\nscores ({judge}; chance = an uninformed judge on the same mix):")
     print_summary(run_dir, names)
     if out.get("report"):
         typer.echo(f"\nreport: {out['report']}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from autointerp.explainers.base import Explainer, row
-from autointerp.explainers.parse import parse_explanation
+from autointerp.explainers.parse import ask_explanation
 from autointerp.explainers.prompt import explain_request
 from autointerp.llm.client import LLMClient
 from autointerp.runner.examples import LatentExamples
@@ -21,8 +21,7 @@ class DefaultExplainer(Explainer):
         request = explain_request(
             ex, self.config, self.contrastive, contrast_kinds=self.contrast_kinds
         )
-        response = await llm.generate(request)
-        text, error = parse_explanation(response)
+        text, error, response = await ask_explanation(request, llm)
         return [row(ex, self.name, self.ctx, text=text, error=error, response=response)]
 
 

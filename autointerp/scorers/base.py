@@ -33,6 +33,7 @@ class Tally:
     requests: int = 0
     failed: int = 0
     cached: int = 0
+    truncated: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -42,6 +43,7 @@ class Tally:
         self.requests += 1
         self.failed += 0 if r.ok else 1
         self.cached += int(r.cached)
+        self.truncated += int(r.finish_reason == "length")
         self.prompt_tokens += r.prompt_tokens
         self.completion_tokens += r.completion_tokens
         self.cost_usd += r.cost_usd
@@ -80,6 +82,7 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
     "n_requests": pl.Int64(),
     "n_failed_requests": pl.Int64(),
     "n_cached_requests": pl.Int64(),
+    "n_truncated_requests": pl.Int64(),
     "prompt_tokens": pl.Int64(),
     "completion_tokens": pl.Int64(),
     "cost_usd": pl.Float64(),

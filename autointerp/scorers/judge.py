@@ -68,9 +68,13 @@ def batches(n_items: int, per_prompt: int, rng: np.random.Generator) -> list[np.
     return [b for b in np.array_split(order, n_prompts) if len(b)]
 
 
+_WORDS = {"0": "0", "1": "1", "yes": "1", "no": "0", "true": "1", "false": "0"}
+
+
 def _digit(token: str) -> str | None:
-    core = token.strip(_PUNCT)
-    return core if core in ("0", "1") else None
+    """"0"/"1" for an answer token: 0/1 or yes/no/true/false in any case, with or without the
+    space or punctuation a tokenizer glues to it (" Yes", "[1", "1,")."""
+    return _WORDS.get(token.strip(_PUNCT).lower())
 
 
 def probabilities_from_logprobs(logprobs: list[TokenLogprob] | None, n: int) -> list[float] | None:

