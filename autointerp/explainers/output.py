@@ -12,7 +12,7 @@ from typing import Any
 
 from autointerp import prompts
 from autointerp.explainers.base import JSON_SCHEMA, Explainer, row
-from autointerp.explainers.parse import parse_explanation
+from autointerp.explainers.parse import check_explanation, parse_explanation
 from autointerp.explainers.prompt import activating_windows
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
@@ -94,6 +94,7 @@ class OutputExplainer(Explainer):
                 "top_k": self.config.top_tokens,
             },
             tags={"stage": "explain", "latent": f"{ex.hookpoint}:{ex.latent}"},
+            check=check_explanation,
         )
         response = await llm.generate(request)
         out, error = parse_explanation(response)

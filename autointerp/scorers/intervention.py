@@ -156,6 +156,7 @@ class InterventionScorer(Scorer):
             json_schema=CHOICE_SCHEMA,
             task={"kind": "steer_judge", "explanation": explanation, "sets": sets},
             tags=tags,
+            check=lambda r: _choice(r)[1],
         )
 
     async def _judge(self, ex: LatentExamples, explanation: str, data: dict, llm, tally, tags):

@@ -147,6 +147,7 @@ def request(
         logprobs=5 if logprobs else None,
         task=task,
         tags=tags,
+        check=lambda r, n=len(items): read_answers(r, n)[2],
     )
 
 
