@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ def explain_hash(config: RunConfig, run_dir: Path, hookpoint: str, backend: str 
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def forced_config(config: RunConfig) -> RunConfig:
+    """``config`` whose client asks again what earlier runs cached (``--force``)."""
+    config = config.model_copy(deep=True)
+    config.llm.refresh_before = time.time()
+    return config
+
+
 def check_latents(run_dir: Path, hookpoint: str, latents: Sequence[int] | None) -> np.ndarray:
     """The latents to work on; a one-line error naming requested latents with no examples."""
     have = all_latents(run_dir, hookpoint)
@@ -95,8 +103,11 @@ def explain(
     progress: bool = True,
 ) -> Path:
     """Explain every latent (or ``latents``) of every sampled hookpoint; returns the path of
-    ``explanations.parquet``. Everything is checked before the first request."""
+    ``explanations.parquet``. Everything is checked before the first request. ``force``
+    explains again and asks the LLM again (cached answers of earlier runs are not used)."""
     run_dir = Path(run_dir)
+    if force:
+        config = forced_config(config)
     hps = require_examples(run_dir, hookpoints)
     probe = ExplainContext(config=config.explain, seed=config.seed, config_hash="")
     backend = make_explainer(probe).backend

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from autointerp.config import RunConfig
-from autointerp.explainers.run import check_latents, explanations_path
+from autointerp.explainers.run import check_latents, explanations_path, forced_config
 from autointerp.runner.examples import LatentExamples, examples_hash, iter_latent_examples
 from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
@@ -151,8 +151,11 @@ def score(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Score explanations (default: the selected ones in ``explanations.parquet``) with each
-    scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``."""
+    scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``. ``force`` scores
+    again and asks the judge again (cached answers of earlier runs are not used)."""
     run_dir = Path(run_dir)
+    if force:
+        config = forced_config(config)
     names = check_scorers(
         list(scorers or config.score.scorers),
         config.llm.backend,
