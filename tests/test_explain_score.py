@@ -248,7 +248,7 @@ def test_rescore_sources_and_missing_latents(run: Path) -> None:
 def test_imported_explanations_are_cleaned_and_capped(run: Path) -> None:
     cfg = lexical(run, **{"score.import_max_chars": 20})
     rows = [
-        {"latent": 4, "explanation": "the\u200b token\x00 \u202e\"x\"\x1b[31m\n here"},
+        {"latent": 4, "explanation": 'the\u200b token\x00 \u202e"x"\x1b[31m\n here'},
         {"latent": 5, "explanation": "a" * 30 + " and more"},
     ]
     (run / "np.json").write_text(json.dumps(rows))

@@ -9,6 +9,7 @@ scoring skips what is already scored for the same text and scorer config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -181,7 +182,20 @@ def load_external(
     out = pl.DataFrame(rows, schema={k: SCHEMA[k] for k in rows[0]}) if rows else None
     if out is None:
         raise ValueError(f"{source} holds no explanation rows")
-    return out.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
+    out = out.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
+    return out.with_columns(explanation_set=_import_sets(out))
+
+
+def _import_sets(df: pl.DataFrame) -> pl.Series:
+    """An imported explanation set's identity (``explanation_set``): ``i`` + a hash of its
+    explainer name and its (hookpoint, latent, explanation_id) rows, so two sources (or two
+    versions of one file) are two sets."""
+    ids = {}
+    for (who,), g in df.group_by("explainer"):
+        rows = sorted(g.select("hookpoint", "latent", "explanation_id").iter_rows())
+        blob = json.dumps([who, rows]).encode()
+        ids[who] = "i" + hashlib.sha256(blob).hexdigest()[:11]
+    return df["explainer"].replace_strict(ids, return_dtype=pl.String)
 
 
 def rescore(
@@ -221,5 +235,11 @@ def rescore(
     table.close()
     log.info("rescoring %d explanations from %s", expl.height, source)
     return score(
-        run_dir, config, scorers=scorers, explanations=expl, force=force, progress=progress
+        run_dir,
+        config,
+        scorers=scorers,
+        explanations=expl,
+        force=force,
+        progress=progress,
+        stage="rescore",
     )
