@@ -171,3 +171,47 @@ def test_controls_join_on_the_same_scorer_config_and_means_say_n(tmp_path: Path)
     line = format_summary(s)[1]
     assert "    3 " in line and "random-coder: 0.500" in line and "(3)" in line
     assert math.isfinite(row["ci_lo"]) and np.isfinite(row["chance"])
+
+
+def test_constant_simulation_scores_zero_flagged_and_counts_in_the_mean(
+    run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_LLM_KEY", SECRET)
+    judge = ScriptedJudge(simulate=lambda explanation, tokens: [3] * len(tokens))
+    srv = FakeServer(responder=judge).start()
+    try:
+        cfg = served(run, srv)
+        explain(run, cfg, latents=LATENTS, progress=False)
+        score(run, cfg, scorers=["simulation"], progress=False)
+    finally:
+        srv.stop()
+    sim = pl.read_parquet(run / "scores" / "simulation.parquet")
+    assert (sim["status"] == "ok").all() and sim.height == len(LATENTS)
+    assert (sim["pearson"] == 0.0).all() and (sim["constant_prediction"] == 1.0).all()
+    row = summarize(run).filter(pl.col("metric") == "pearson").row(0, named=True)
+    assert row["n"] == row["scored"] == len(LATENTS) and row["mean"] == 0.0
+
+
+def test_an_always_yes_judge_on_an_all_positive_mix_is_not_scorable(
+    run: Path, judge_server: FakeServer
+) -> None:
+    path = run / "examples" / "model.layers.1.parquet"
+    ex = pl.read_parquet(path)
+    # latent 4 keeps only activating test windows: a one-class mix
+    keep = ~(
+        (pl.col("latent") == 4) & (pl.col("split") == "test") & (pl.col("kind") != "activating")
+    )
+    ex.filter(keep).write_parquet(path)
+    judge_server.responder.detect = lambda explanation, text: True  # type: ignore[attr-defined]
+    cfg = served(run, judge_server)
+    explain(run, cfg, latents=[3, 4], progress=False)
+    score(run, cfg, scorers=["detection"], progress=False)
+    det = pl.read_parquet(run / "scores" / "detection.parquet")
+    one = det.filter(pl.col("latent") == 4).row(0, named=True)
+    assert one["status"] == "skipped" and "one class" in one["error"]
+    assert math.isnan(one["balanced_accuracy"])
+    mixed = det.filter(pl.col("latent") == 3).row(0, named=True)
+    assert mixed["status"] == "ok" and mixed["balanced_accuracy"] == pytest.approx(0.5)
+    row = summarize(run).filter(pl.col("metric") == "balanced_accuracy").row(0, named=True)
+    assert row["scored"] == 1 and row["skipped"] == 1 and row["n"] == 1
+    assert row["mean"] == pytest.approx(0.5)

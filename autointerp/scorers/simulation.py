@@ -260,4 +260,8 @@ class SimulationScorer(Scorer):
             }
             for i, r in enumerate(rows)
         ]
-        return collected(self.name, metrics, examples, len(ok), len(rows), tally, errors)
+        result = collected(self.name, metrics, examples, len(ok), len(rows), tally, errors)
+        if result.status == "ok" and np.isnan(metrics["pearson"]):
+            result.status = "skipped"  # a constant truth: no correlation is defined
+            result.error = "the true activations of the answered windows are constant"
+        return result
