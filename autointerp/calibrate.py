@@ -131,8 +131,21 @@ def calibrate(
     paths = score(run_dir, cfg, scorers=names, explanations=expl, progress=progress)
     scores = pl.concat([pl.read_parquet(p) for p in paths.values()], how="diagonal_relaxed")
     kinds = {i: "context" for i, r in enumerate(DEFAULT_RULES) if r.kind in CONTEXT_KINDS}
-    table = separation(scores, kinds, seed=cfg.seed)
+    table = separation(scores, kinds, seed=cfg.seed).with_columns(
+        judge=pl.lit(cfg.llm.model), judge_endpoint=pl.lit(cfg.llm.endpoint, pl.String)
+    )
     table.write_parquet(run_dir / "calibration.parquet")
+    from autointerp.runner.provenance import record_stage
+
+    record_stage(
+        run_dir,
+        "calibrate",
+        cfg,
+        ("score",),
+        scorers=names,
+        n_tokens=n_tokens,
+        latents=len(DEFAULT_RULES),
+    )
     log.info("planted coder in %s; calibration in %s", folder, run_dir / "calibration.parquet")
     return table
 

@@ -245,14 +245,34 @@ def test_rescore_sources_and_missing_latents(run: Path) -> None:
         rescore(run, cfg, run / "nolat.csv", progress=False)
 
 
+def test_imported_explanations_are_cleaned_and_capped(run: Path) -> None:
+    cfg = lexical(run, **{"score.import_max_chars": 20})
+    rows = [
+        {"latent": 4, "explanation": 'the\u200b token\x00 \u202e"x"\x1b[31m\n here'},
+        {"latent": 5, "explanation": "a" * 30 + " and more"},
+    ]
+    (run / "np.json").write_text(json.dumps(rows))
+    rescore(run, cfg, run / "np.json", scorers=["detection"], progress=False)
+    got = dict(
+        pl.read_parquet(run / "imported_explanations.parquet")
+        .select("latent", "explanation")
+        .iter_rows()
+    )
+    assert got == {4: 'the token "x"[31m here'[:20], 5: "a" * 20}
+    scored = pl.read_parquet(run / "scores" / "detection.parquet")
+    assert scored["explanation"].str.len_chars().max() <= 20
+
+
 def test_force_redoes_and_replaces_rows(run: Path, judge_server: FakeServer) -> None:
     cfg = served(run, judge_server)
     explain(run, cfg, latents=range(3, 8), progress=False)
+    explain_hits = judge_server.hits
     score(run, cfg, scorers=["detection"], latents=range(3, 8), progress=False)
     hits = judge_server.hits
     explain(run, cfg, latents=range(3, 8), force=True, progress=False)
+    assert judge_server.hits == hits + explain_hits  # --force asks the explainer again
     paths = score(run, cfg, scorers=["detection"], latents=range(3, 8), force=True, progress=False)
-    assert judge_server.hits == hits  # redone from the response cache
+    assert judge_server.hits == 2 * hits  # and the judge: no cached answer of an earlier run
     expl = pl.read_parquet(run / "explanations.parquet")
     assert expl.height == 5 and expl.select("latent").is_unique().all()
     det = pl.read_parquet(paths["detection"])

@@ -71,7 +71,11 @@ def test_binary_point_values_equal_sklearn(name: str) -> None:
     truth, pred, prob = _cases()[name]
     got = binary_metrics(truth, pred, prob, n_boot=50)
     score = pred.astype(float) if prob is None else prob
-    _assert_matches(got, _sklearn_binary(truth, pred, score))
+    one_class = truth.all() or not truth.any()
+    _assert_matches(
+        got, _sklearn_binary(truth, pred, score), skip=("balanced_accuracy",) if one_class else ()
+    )
+    assert got["single_class"] == float(one_class)
     assert got["n"] == truth.size
     assert got["n_pos"] == truth.sum() and got["n_neg"] == (~truth).sum()
     assert got["auroc_from_labels"] == (1.0 if prob is None else 0.0)
@@ -98,20 +102,27 @@ def test_binary_all_negative_predictions() -> None:
 def test_binary_single_class() -> None:
     truth, pred, _ = _cases()["single_class_pos"]
     got = binary_metrics(truth, pred, n_boot=50)
-    assert got["balanced_accuracy"] == got["recall"] == pytest.approx(4 / 6)
+    assert got["recall"] == pytest.approx(4 / 6) and got["single_class"] == 1.0
+    # one class: no balanced accuracy (an always-yes judge would get 1.0 against chance 0.5)
+    always_yes = binary_metrics(truth, np.ones(6, bool), n_boot=50)
+    for m in ("balanced_accuracy", "auroc"):
+        for got_ in (got, always_yes):
+            assert all(math.isnan(got_[m + s]) for s in ("", "_lo", "_hi", "_chance")), m
     assert math.isnan(got["auroc"]) and math.isnan(got["auroc_chance"])
     assert math.isnan(got["auroc_lo"]) and math.isnan(got["auroc_hi"])
     # only negatives: recall undefined; where sklearn substitutes 0 we return NaN
     neg = np.zeros(5, bool)
     said = np.array([1, 0, 0, 1, 0], bool)
     got = binary_metrics(neg, said, n_boot=50)
-    _assert_matches(got, _sklearn_binary(neg, said, said.astype(float)), skip=("recall",))
-    assert got["balanced_accuracy"] == pytest.approx(3 / 5)
+    _assert_matches(
+        got, _sklearn_binary(neg, said, said.astype(float)), skip=("recall", "balanced_accuracy")
+    )
+    assert math.isnan(got["balanced_accuracy"]) and got["single_class"] == 1.0
     assert math.isnan(got["recall"]) and math.isnan(got["recall_chance"])
     assert got["precision"] == 0.0 and got["f1"] == 0.0  # 2 false positives, defined
     silent = binary_metrics(neg, np.zeros(5, bool), n_boot=50)
     assert math.isnan(silent["precision"]) and math.isnan(silent["f1"])
-    assert silent["accuracy"] == 1.0 and silent["balanced_accuracy"] == 1.0
+    assert silent["accuracy"] == 1.0 and math.isnan(silent["balanced_accuracy"])
 
 
 def test_binary_empty() -> None:
@@ -249,13 +260,16 @@ def test_pearson_groups_add_contrast_windows() -> None:
     )
 
 
-def test_pearson_zero_variance_is_nan() -> None:
+def test_pearson_constant_truth_is_nan_constant_prediction_is_zero() -> None:
     xs = [np.full(5, 0.1), np.full(4, 0.1)]
     ys = [np.arange(5.0), np.arange(4.0)]
-    got = pearson_metrics(xs, ys, n_boot=100)
+    got = pearson_metrics(xs, ys, n_boot=100)  # constant truth: undefined
     assert math.isnan(got["pearson"]) and math.isnan(got["pearson_lo"])
-    got = pearson_metrics(ys, xs, n_boot=100)
-    assert math.isnan(got["pearson"]) and math.isnan(got["pearson_hi"])
+    assert got["constant_prediction"] == 0.0
+    got = pearson_metrics(ys, xs, n_boot=100, groups=np.array([0, -1]))
+    # a constant prediction says nothing: r = 0 (its chance level), flagged, never NaN
+    assert got["pearson"] == got["pearson_lo"] == got["pearson_hi"] == 0.0
+    assert got["pearson_q0"] == 0.0 and got["constant_prediction"] == 1.0
     empty = pearson_metrics([], [], n_boot=100)
     assert empty["n_windows"] == 0 and math.isnan(empty["pearson"])
     # resamples that draw only constant windows are left out of the percentiles

@@ -14,6 +14,7 @@ from autointerp.cli.common import (
     LLMOpt,
     NoProgressOpt,
     RayOpt,
+    RunConfig,
     VerboseOpt,
     app,
     fail,
@@ -45,6 +46,31 @@ def _overrides(llm: str | None, base_url: str | None, ray: str | None) -> dict[s
 
 def _scorer_list(scorers: str | None) -> list[str] | None:
     return [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
+
+
+def judge_line(run_dir: Path, cfg: RunConfig, llm: str | None, config: Path | None) -> str:
+    """The one line ``score``/``rescore`` print at start: which judge, and where it came from
+    (``--llm``, ``--config``, or run.yaml, which ``explain`` updates with the model it used)."""
+    from autointerp.runner.provenance import read_stage
+
+    c = cfg.llm
+    where = (
+        "--llm"
+        if llm
+        else f"--config {config}"
+        if config is not None
+        else "run.yaml"
+        if (Path(run_dir) / "run.yaml").is_file()
+        else "the defaults"
+    )
+    line = f"judge: {c.model}" + (f" at {c.endpoint}" if c.endpoint else "") + f" (from {where})"
+    if c.backend == "lexical":
+        line += ", the offline lexical baseline"
+    explained = read_stage(run_dir, "explain")
+    wrote = (explained or {}).get("explainer_llm", {}).get("model")
+    if wrote and wrote != c.model:
+        line += f"; the last explain stage used {wrote}"
+    return line
 
 
 def print_summary(run_dir: Path, names: list[str] | None) -> None:
@@ -79,6 +105,7 @@ def score(
 
     setup_logging(verbose)
     cfg = run_config(run_dir, config, _overrides(llm, base_url, ray))
+    typer.echo(judge_line(run_dir, cfg, llm, config))
     names = _scorer_list(scorers)
     from autointerp.controls import CONTROLS
 
@@ -149,6 +176,7 @@ def rescore(
 
     setup_logging(verbose)
     cfg = run_config(run_dir, config, _overrides(llm, base_url, ray))
+    typer.echo(judge_line(run_dir, cfg, llm, config))
     names = _scorer_list(scorers)
     try:
         paths = run_rescore(

@@ -43,6 +43,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "raw_text": pl.String(),
     "config_hash": pl.String(),
     "source": pl.String(),
+    "explanation_set": pl.String(),
 }
 
 JSON_SCHEMA = {
@@ -72,6 +73,7 @@ class ExplainContext:
     config: ExplainConfig
     seed: int
     config_hash: str
+    explanation_set: str = ""  # explainer settings + model + seed, hookpoint-free
     score_config: Any = None  # ScoreConfig, for best-of-k's selection scoring
     run_dir: Any = None  # the run directory (the output explainer reads output_views/)
 
@@ -118,6 +120,7 @@ def row(
         "raw_text": r.text if response is not None else None,
         "config_hash": ctx.config_hash,
         "source": "autointerp",
+        "explanation_set": ctx.explanation_set or None,
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from autointerp import prompts
 from autointerp.explainers.base import JSON_SCHEMA, Explainer, row
-from autointerp.explainers.parse import ask_explanation
+from autointerp.explainers.parse import ask_explanation, check_explanation
 from autointerp.explainers.prompt import activating_windows
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
@@ -94,6 +94,7 @@ class OutputExplainer(Explainer):
                 "top_k": self.config.top_tokens,
             },
             tags={"stage": "explain", "latent": f"{ex.hookpoint}:{ex.latent}"},
+            check=check_explanation,
         )
         out, error, response = await ask_explanation(request, llm)
         return [row(ex, self.name, self.ctx, text=out, error=error, response=response)]

@@ -57,6 +57,12 @@ def _last_explanation(text: str) -> str | None:
     return max(found)[1] if found else None
 
 
+def check_explanation(response: LLMResponse) -> str | None:
+    """The explain task's check of an answer (``LLMRequest.check``): why it holds no usable
+    explanation (none found, empty, too long), or None."""
+    return parse_explanation(response)[1]
+
+
 def parse_explanation(response: LLMResponse) -> tuple[str | None, str | None]:
     """``(explanation, None)`` or ``(None, error)``. Transport failures stay errors; an
     answer that fails the schema is searched with the tolerant parser."""

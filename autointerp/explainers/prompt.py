@@ -10,6 +10,7 @@ import numpy as np
 from autointerp import prompts
 from autointerp.explainers.base import JSON_SCHEMA, JSON_SCHEMA_REASONING
 from autointerp.explainers.config import ExplainConfig
+from autointerp.explainers.parse import check_explanation
 from autointerp.llm.types import ChatMessage, LLMRequest, SamplingParams
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.text import excerpts, highlight
@@ -114,5 +115,6 @@ def explain_request(
         ),
         json_schema=JSON_SCHEMA_REASONING if config.reasoning else JSON_SCHEMA,
         task=task,
+        check=check_explanation,
         tags={"stage": "explain", "latent": f"{ex.hookpoint}:{ex.latent}", "candidate": candidate},
     )

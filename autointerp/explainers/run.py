@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from autointerp.runner.execute import (
 from autointerp.runner.lock import run_lock
 from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
+from autointerp.runner.provenance import llm_settings, record_stage
 from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
@@ -50,18 +52,43 @@ def explanations_path(run_dir: Path) -> Path:
     return Path(run_dir) / "explanations.parquet"
 
 
-def explain_hash(config: RunConfig, run_dir: Path, hookpoint: str, backend: str | None) -> str:
-    """Hash of what a latent's explanation depends on: explainer settings, model, examples."""
+def explainer_settings(config: RunConfig, backend: str | None) -> dict[str, Any]:
+    """What an explanation depends on besides its latent's examples: the explainer and its
+    settings, the model (``backend`` when the explainer forces one), the server of an API
+    model, the seed (and best-of-k's / iterative's selection scorer)."""
     payload: dict[str, Any] = {
         "explain": config.explain.used_by(config.explain.explainer),
         "llm": backend or config.llm.model,
-        "examples": examples_hash(run_dir, hookpoint),
         "seed": config.seed,
     }
+    if backend is None and config.llm.base_url:  # a named server (an API's default: none)
+        payload["endpoint"] = config.llm.endpoint
     if config.explain.explainer in ("best-of-k", "iterative"):
         payload["selection"] = config.score.detection.model_dump(mode="json")
+    return payload
+
+
+def explanation_set(config: RunConfig, backend: str | None) -> str:
+    """The identity of an explanation set (``explanation_set`` column): a hash of
+    :func:`explainer_settings`; the same on every hookpoint, so explaining a run with two
+    explainers (or one explainer and two models) gives two sets that are never mixed."""
+    blob = json.dumps(explainer_settings(config, backend), sort_keys=True).encode()
+    return "x" + hashlib.sha256(blob).hexdigest()[:11]
+
+
+def explain_hash(config: RunConfig, run_dir: Path, hookpoint: str, backend: str | None) -> str:
+    """Hash of what a latent's explanation depends on: explainer settings, model, examples."""
+    payload = explainer_settings(config, backend)
+    payload["examples"] = examples_hash(run_dir, hookpoint)
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def forced_config(config: RunConfig) -> RunConfig:
+    """``config`` whose client asks again what earlier runs cached (``--force``)."""
+    config = config.model_copy(deep=True)
+    config.llm.refresh_before = time.time()
+    return config
 
 
 def check_latents(run_dir: Path, hookpoint: str, latents: Sequence[int] | None) -> np.ndarray:
@@ -105,7 +132,10 @@ def explain(
 ) -> Path:
     """Explain every latent (or ``latents``) of every sampled hookpoint; returns the path of
     ``explanations.parquet``. Everything is checked before the first request. One process at
-    a time per run directory (runner/lock.py)."""
+    a time per run directory (runner/lock.py). ``force`` explains again and asks the LLM
+    again (cached answers of earlier runs are not used)."""
+    if force:
+        config = forced_config(config)
     with run_lock(run_dir, "explain"):
         return _explain(Path(run_dir), config, hookpoints, latents, force, progress)
 
@@ -123,6 +153,7 @@ def _plans(
             config=config.explain,
             seed=config.seed,
             config_hash=explain_hash(config, run_dir, hp, backend),
+            explanation_set=explanation_set(config, backend),
             score_config=config.score,
             run_dir=run_dir,
         )
@@ -184,7 +215,21 @@ def _explain(
     elif total:
         recover(run_dir, config)
         run_loop(_run(run_dir, config, todo, table, backend, progress))
-    return table.close() or explanations_path(run_dir)
+    out = table.close() or explanations_path(run_dir)
+    record_stage(
+        run_dir,
+        "explain",
+        config,
+        ("explain",),
+        explainer=config.explain.explainer,
+        explanation_set=explanation_set(config, backend),
+        explainer_llm=llm_settings(config, backend),
+        explainer_settings=explainer_settings(config, backend),
+        hookpoints=list(hps),
+        latents=int(sum(len(ids) for _, ids, _ in plans)),
+        force=force,
+    )
+    return out
 
 
 def explain_shard(

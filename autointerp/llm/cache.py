@@ -109,7 +109,12 @@ def merge_shards(path: str | Path, wait_s: float = 0.0) -> int:
                 conn.execute("ATTACH DATABASE ? AS shard", (str(shard),))
                 try:
                     before = conn.total_changes
-                    conn.execute("INSERT OR IGNORE INTO responses SELECT * FROM shard.responses")
+                    # the newer answer wins (a --force run re-asked what the main file holds)
+                    conn.execute(
+                        "INSERT INTO responses SELECT * FROM shard.responses WHERE true "
+                        "ON CONFLICT(key) DO UPDATE SET response = excluded.response, "
+                        "created = excluded.created WHERE excluded.created > responses.created"
+                    )
                     added += conn.total_changes - before
                 except sqlite3.OperationalError as e:
                     if "no such table" not in str(e):  # busy or damaged: keep it for later
@@ -159,12 +164,15 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: str) -> LLMResponse | None:
+    def get(self, key: str, newer_than: float | None = None) -> LLMResponse | None:
+        """The answer stored for ``key`` (written after ``newer_than``, a UNIX time, when set:
+        ``--force`` asks again what an earlier run cached)."""
         with self._lock:
             row = None
             for conn in dict.fromkeys((self._write, self._conn)):
                 row = conn.execute(
-                    "SELECT response FROM responses WHERE key = ?", (key,)
+                    "SELECT response FROM responses WHERE key = ? AND created >= ?",
+                    (key, newer_than or 0.0),
                 ).fetchone()
                 if row is not None:
                     break

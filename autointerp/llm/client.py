@@ -58,6 +58,8 @@ class LLMClient:
         self._warned_price = False
         self._progress_every_s = 10.0
         self._inflight: dict[str, asyncio.Future[LLMResponse]] = {}
+        # the server is part of the cache key (in-process backends have none)
+        self._endpoint = config.endpoint if config.backend == backend.name else None
 
     # -- public API -------------------------------------------------------------------------
     async def generate(self, request: LLMRequest) -> LLMResponse:
@@ -67,8 +69,11 @@ class LLMClient:
             response = await self._generate_fresh(request)
             self.usage.add(response, request.tags)
             return response
-        key = request.cache_key(self.backend.name, self.backend.model)
-        hit = self.cache.get(key)
+        key = request.cache_key(self.backend.name, self.backend.model, self._endpoint)
+        hit = self.cache.get(key, newer_than=self.config.refresh_before)
+        if hit is not None and _invalid(request, hit) is not None:
+            log.debug("cached answer %s fails its task's checks: asked again", key[:12])
+            hit = None
         if hit is None and key in self._inflight:
             first = await asyncio.shield(self._inflight[key])
             hit = first.model_copy(deep=True) if first.ok else None
@@ -148,7 +153,9 @@ class LLMClient:
         return self._limits
 
     async def _generate_fresh(self, request: LLMRequest) -> LLMResponse:
-        """Attempts with transport retries, then bounded re-generation for unparseable JSON."""
+        """Attempts with transport retries, then bounded re-generation (``json_attempts``) for
+        an answer that does not parse or fails its task's checks (``request.check``): one
+        that stays bad is an error, never a cached success."""
         attempts = prompt_tokens = completion_tokens = 0
         latency = 0.0
         response = LLMResponse()
@@ -158,14 +165,20 @@ class LLMClient:
             latency += response.latency_s
             prompt_tokens += response.prompt_tokens
             completion_tokens += response.completion_tokens
-            if not response.ok or request.json_schema is None or response.parsed is not None:
+            if not response.ok:
                 break
-            try:
-                response.parsed = parse_json(response.text, request.json_schema)
+            if request.json_schema is not None and response.parsed is None:
+                try:
+                    response.parsed = parse_json(response.text, request.json_schema)
+                except ValueError as e:
+                    response.error = f"unparseable JSON output: {e}"
+                    log.debug("unparseable JSON (%s); raw text kept: %.200r", e, response.text)
+                    continue
+            why = _invalid(request, response)
+            if why is None:
                 break
-            except ValueError as e:
-                response.error = f"unparseable JSON output: {e}"
-                log.debug("unparseable JSON (%s); raw text kept: %.200r", e, response.text)
+            response.error = f"invalid answer: {why}"
+            log.debug("answer fails its task's checks (%s): %.200r", why, response.text)
         response.attempts = attempts
         response.prompt_tokens = prompt_tokens
         response.completion_tokens = completion_tokens
@@ -263,6 +276,16 @@ class LLMClient:
             backend=self.backend.name,
             model=self.backend.model,
         )
+
+
+def _invalid(request: LLMRequest, response: LLMResponse) -> str | None:
+    """Why ``response`` fails ``request.check`` (None: it passes, or there is no check)."""
+    if request.check is None:
+        return None
+    try:
+        return request.check(response)
+    except Exception as e:  # a check that crashes rejects the answer; it never kills a batch
+        return f"check raised {type(e).__name__}: {e}"
 
 
 def create_client(

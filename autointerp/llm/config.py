@@ -5,13 +5,16 @@ Secrets never live here: ``api_key_env`` holds the NAME of an environment variab
 
 from __future__ import annotations
 
+import os
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Backend = Literal["lexical", "vllm", "openai", "openrouter"]
 BACKENDS: tuple[str, ...] = ("lexical", "vllm", "openai", "openrouter")
 OPENROUTER_URL = "https://openrouter.ai/api/v1"
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 class Price(BaseModel):
@@ -102,11 +105,20 @@ class LLMConfig(BaseModel):
     backoff_initial_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     retry_after_max_s: float = Field(300.0, ge=0, description="cap on a server's Retry-After")
-    json_attempts: int = Field(3, ge=1, description="generations tried for parseable JSON")
+    json_attempts: int = Field(
+        3,
+        ge=1,
+        description="generations tried for an answer that parses and passes its task's checks",
+    )
     cache: bool = Field(True, description="content-addressed response cache in the run dir")
     cache_file: str = "llm_cache.sqlite"
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
+    refresh_before: float | None = Field(
+        None,
+        description="cached answers written before this UNIX time are asked again (set by "
+        "--force; never saved in run.yaml)",
+    )
 
     @field_validator("model")
     @classmethod
@@ -121,6 +133,27 @@ class LLMConfig(BaseModel):
     @property
     def model_name(self) -> str:
         return parse_model_spec(self.model)[1]
+
+    @property
+    def endpoint(self) -> str | None:
+        """The server answering (``base_url`` or the backend's default, without credentials,
+        query or trailing slash); None for in-process backends (vllm, lexical)."""
+        if self.backend in ("vllm", "lexical"):
+            return None
+        default = OPENROUTER_URL if self.backend == "openrouter" else None
+        url = self.base_url or default or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        return clean_endpoint(url)
+
+
+def clean_endpoint(url: str) -> str:
+    """``url`` without user:password, query and fragment (never a secret in a file or key)."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    if ":" in (parts.hostname or "") and not host.startswith("["):  # IPv6 literal
+        host = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit((parts.scheme.lower(), host.lower(), parts.path.rstrip("/"), "", ""))
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,7 +53,10 @@ class LLMRequest(_Model):
 
     ``task`` is an optional structured description of the job (see docs/llm.md) used by the
     lexical baseline and ignored by LLM backends. ``tags`` (e.g. ``{"latent": "layers.1:17"}``)
-    are for accounting only. Neither is part of the cache key.
+    are for accounting only. Neither is part of the cache key. ``check`` (never serialised)
+    is the task's validation of a parsed answer: it returns why the answer is unusable (one
+    item short, "maybe", an empty explanation) or None; the client retries a failing answer
+    within ``llm.json_attempts`` and never caches it (docs/llm.md).
     """
 
     messages: list[ChatMessage] | None = None
@@ -63,9 +67,12 @@ class LLMRequest(_Model):
     prompt_logprobs: int | None = Field(None, ge=0, le=20, description="top-k at prompt positions")
     task: dict[str, Any] | None = None
     tags: dict[str, str | int] = {}
+    check: Callable[[Any], str | None] | None = Field(None, exclude=True, repr=False)
 
-    def cache_key(self, backend: str, model: str) -> str:
-        """sha256 of the canonical JSON of everything that determines the answer."""
+    def cache_key(self, backend: str, model: str, endpoint: str | None = None) -> str:
+        """sha256 of the canonical JSON of everything that determines the answer, the server
+        (``endpoint``: a base_url; two servers serving one model name never share answers)
+        included when set."""
         payload = {
             "backend": backend,
             "model": model,
@@ -76,6 +83,8 @@ class LLMRequest(_Model):
             "logprobs": self.logprobs,
             "prompt_logprobs": self.prompt_logprobs,
         }
+        if endpoint:
+            payload["endpoint"] = endpoint
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -63,11 +63,23 @@ class PartTable:
         keys: set[tuple[Any, ...]] = set()
         for src in self._sources():
             cols = self.key + (["status"] if redo_status else [])
-            df = pl.read_parquet(src, columns=cols)
+            df = self._with_key(pl.scan_parquet(src)).select(cols).collect()
             if redo_status:
                 df = df.filter(pl.col("status") != redo_status).select(self.key)
             keys.update(df.iter_rows())
         return keys
+
+    def _with_key(self, scan: pl.LazyFrame) -> pl.LazyFrame:
+        """``scan`` with every key column (null where a file written before a key column
+        existed lacks it: such rows match no new key)."""
+        have = scan.collect_schema().names()
+        missing = [c for c in self.key if c not in have]
+        if not missing:
+            return scan
+        types = self.schema or {}
+        return scan.with_columns(
+            [pl.lit(None, types.get(c, pl.String())).alias(c) for c in missing]
+        )
 
     def drop(self, keys: pl.DataFrame) -> None:
         """Rows already written whose values in ``keys``' columns (a subset of the key) match
@@ -125,7 +137,7 @@ class PartTable:
             return self.final  # nothing new: the final file stays as it is
         scans = []
         for src in sources:
-            scan = pl.scan_parquet(src)
+            scan = self._with_key(pl.scan_parquet(src))
             if self._dropped is not None and src in self._old:
                 on = self._dropped.columns
                 scan = scan.join(self._dropped.lazy(), on=on, how="anti", nulls_equal=True)

@@ -67,6 +67,7 @@ KEY_SCHEMA: dict[str, pl.DataType] = {
     "hookpoint": pl.String(),
     "latent": pl.Int32(),
     "explanation_id": pl.String(),
+    "explanation_set": pl.String(),
     "config_hash": pl.String(),
 }
 SCORE_SCHEMA: dict[str, pl.DataType] = {
@@ -77,6 +78,8 @@ SCORE_SCHEMA: dict[str, pl.DataType] = {
     "status": pl.String(),
     "error": pl.String(),
     "model": pl.String(),
+    "judge_endpoint": pl.String(),
+    "scorer_config": pl.String(),
     "n_examples": pl.Int64(),
     "n_lost": pl.Int64(),
     "n_requests": pl.Int64(),
@@ -157,6 +160,7 @@ class ScoreContext:
     llm_model: str
     backend: str  # 'lexical', 'vllm', 'openai', 'openrouter'
     examples_hash: str = ""
+    endpoint: str | None = None  # the judge's server (llm.endpoint); None in process
 
 
 def seeded_rng(*parts: object) -> np.random.Generator:
@@ -187,11 +191,25 @@ class Scorer(ABC):
             "seed": self.ctx.seed,
             "llm": self.ctx.llm_model,
             "examples": self.ctx.examples_hash,
+            **({"endpoint": self.judge_endpoint} if self.judge_endpoint else {}),
         }
 
     def config_hash(self) -> str:
         blob = json.dumps(self.settings(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def scorer_config(self) -> str:
+        """The config hash without the examples' (``scorer_config`` column): the same for a
+        run and its controls, and across hookpoints, when the settings and judge are."""
+        settings = {k: v for k, v in self.settings().items() if k != "examples"}
+        blob = json.dumps(settings, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def judge_endpoint(self) -> str | None:
+        """The server of the judge (``judge_endpoint`` column): the LLM's endpoint when the
+        scores come from the run's LLM, else None (an LLM-free or in-process model)."""
+        return self.ctx.endpoint if self.model == self.ctx.llm_model else None
 
     def empty_metrics(self) -> dict[str, float]:
         """The scorer's metric columns, all NaN: the row of a latent that got no number."""

@@ -9,9 +9,12 @@ once bracketed, interpolation in log-log space kept inside the middle 80% of the
 (safeguarded bisection in log space). Stops within ``tol`` (relative) or after ``max_steps``
 rounds (then the alpha whose KL came closest is kept, ``converged`` false).
 
-Held-out prompts (``held_out_prompts``): the cached token sequences of the latent's ``test``
-windows, cut just before the latent's first activation in the sequence (as in the delphi
-paper), at most ``max_len`` tokens ending there; never the explainer's windows.
+Prompts (``held_out_prompts``): the cached token sequences of the latent's activating windows
+of one split, cut just before the latent's first activation in the sequence (as in the
+delphi paper), at most ``max_len`` tokens ending there. The intervention pre-pass calibrates
+alpha and computes the steering view (which the ``output`` explainer shows) on ``train``
+prompts, and generates the completions it scores from ``test`` prompts: splits are drawn by
+sequence, so no scored prompt was seen by the explainer.
 """
 
 from __future__ import annotations
@@ -46,12 +49,19 @@ class Calibration:
 
 
 def held_out_prompts(
-    run_dir: Path, hookpoint: str, latents: list[int], n_prompts: int, max_len: int, min_len: int
+    run_dir: Path,
+    hookpoint: str,
+    latents: list[int],
+    n_prompts: int,
+    max_len: int,
+    min_len: int,
+    split: str = "test",
 ) -> dict[int, list[list[int]]]:
-    """Up to ``n_prompts`` prompts per latent from its test windows' sequences (see above)."""
+    """Up to ``n_prompts`` prompts per latent from the sequences of its activating windows of
+    ``split`` (see above)."""
     ex = (
         pl.scan_parquet(examples_path(run_dir, hookpoint))
-        .filter(pl.col("latent").is_in(latents) & (pl.col("split") == "test"))
+        .filter(pl.col("latent").is_in(latents) & (pl.col("split") == split))
         .filter(pl.col("kind") == "activating")
         .select("latent", "seq_id")
         .unique()

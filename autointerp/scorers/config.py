@@ -137,6 +137,12 @@ class ScoreConfig(_Section):
         None, gt=0, description="latents worked on at once (default max(8, 4 x llm.concurrency))"
     )
     flush_rows: int = Field(512, gt=0, description="score rows buffered before a part file")
+    import_max_chars: int = Field(
+        1000,
+        ge=1,
+        description="rescore: imported explanations longer than this are cut to it (after "
+        "control characters are removed); a judge prompt never holds an unbounded text",
+    )
     control_latents: int = Field(
         50, ge=1, description="controls (--control): latents sampled, seeded by the run's seed"
     )

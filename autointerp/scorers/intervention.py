@@ -96,17 +96,33 @@ class InterventionScorer(Scorer):
     def __init__(self, ctx: ScoreContext) -> None:
         super().__init__(ctx)
         self._data: dict[str, dict[int, dict[str, Any]]] = {}
+        self._orders: dict[str, dict[int, list[int]]] = {}
 
     def empty_metrics(self) -> dict[str, float]:
         return dict.fromkeys(METRICS, float("nan"))
 
     def prepare(self, run_dir: Path, config: Any, hookpoint: str, latents, explanations) -> None:
+        """Steer ``latents`` and, for the judge, the distractors each of them needs: the first
+        ``2 x judge_trials`` usable latents of its own seeded order (:func:`distractor_order`),
+        prepared too when they are not in this batch, so that a latent's distractors never
+        depend on which latents are scored with it."""
+        from autointerp.runner.examples import all_latents
         from autointerp.scorers.intervention_data import prepare_hookpoint
 
-        seed = self.ctx.seed
-        self._data[hookpoint] = prepare_hookpoint(
-            Path(run_dir), hookpoint, self.config.intervention, list(latents), seed
-        )
+        seed, cfg = self.ctx.seed, self.config.intervention
+        data = prepare_hookpoint(Path(run_dir), hookpoint, cfg, list(latents), seed)
+        pool = [int(x) for x in all_latents(Path(run_dir), hookpoint)]
+        orders = {int(lat): distractor_order(pool, int(lat), seed, hookpoint) for lat in latents}
+        self._orders[hookpoint] = orders
+        need = 2 * cfg.judge_trials
+        while True:
+            more = set()
+            for order in orders.values():
+                more.update(_walk(order, data, need)[1])
+            if not more:
+                break
+            data = prepare_hookpoint(Path(run_dir), hookpoint, cfg, sorted(more), seed)
+        self._data[hookpoint] = data
 
     async def _surprisal(
         self, texts: list[str], explanation: str, llm: LLMClient, tally: Tally, tags: dict
@@ -156,19 +172,21 @@ class InterventionScorer(Scorer):
             json_schema=CHOICE_SCHEMA,
             task={"kind": "steer_judge", "explanation": explanation, "sets": sets},
             tags=tags,
+            check=lambda r: _choice(r)[1],
         )
 
     async def _judge(self, ex: LatentExamples, explanation: str, data: dict, llm, tally, tags):
-        pool = sorted(
-            k for k, v in self._data[ex.hookpoint].items() if k != ex.latent and v["steered"]
-        )
+        trials = self.config.intervention.judge_trials
+        order = self._orders.get(ex.hookpoint, {}).get(ex.latent, [])
+        pool, _ = _walk(order, self._data[ex.hookpoint], 2 * trials)
         rows = []
         if len(pool) < 2:
             return rows
         reqs, meta = [], []
-        for t in range(self.config.intervention.judge_trials):
+        for t in range(trials):
             rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, t)
-            others = [int(x) for x in rng.choice(pool, size=2, replace=False)]
+            # trial t: the next two of the latent's own distractors (fixed by seed and latent)
+            others = [pool[(2 * t) % len(pool)], pool[(2 * t + 1) % len(pool)]]
             answer = int(rng.integers(0, 3))
             sets = [self._data[ex.hookpoint][o]["steered"] for o in others]
             sets.insert(answer, data["steered"])
@@ -255,6 +273,32 @@ class InterventionScorer(Scorer):
         if n_ok == 0:
             res.status, res.error = "failed", "every surprisal and judge answer failed"
         return res
+
+
+def distractor_order(pool: list[int], latent: int, seed: int, hookpoint: str) -> list[int]:
+    """The latents that may serve as ``latent``'s judge distractors, in a seeded order fixed by
+    (seed, hookpoint, latent) over ``pool`` (every latent with examples in the hookpoint, not
+    the batch being scored)."""
+    others = sorted(set(pool) - {latent})
+    rng = seeded_rng(seed, hookpoint, latent, "intervention-distractors")
+    return [others[int(i)] for i in rng.permutation(len(others))]
+
+
+def _walk(
+    order: list[int], data: dict[int, dict[str, Any]], need: int
+) -> tuple[list[int], list[int]]:
+    """(the first ``need`` usable latents of ``order`` that are prepared, the latents of
+    ``order`` still to prepare before those can be known). Usable: steered completions."""
+    usable: list[int] = []
+    missing: list[int] = []
+    for lat in order:
+        if len(usable) + len(missing) >= need:
+            break
+        if lat not in data:
+            missing.append(lat)
+        elif data[lat]["steered"]:
+            usable.append(lat)
+    return usable, missing
 
 
 def _choice(r: Any) -> tuple[int | None, str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,6 +95,7 @@ def settings_hash(cfg: Any, meta: dict[str, Any], seed: int) -> str:
     }
     for k in ("surprisal_backend", "surprisal_model", "judge_trials", "judge_max_tokens"):
         blob["cfg"].pop(k, None)  # scoring only: the stored steering does not depend on them
+    blob["splits"] = {"calibrate": "train", "generate": "test"}  # stores before were all test
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -194,10 +196,12 @@ def _prepare_block(
     settings: str,
     subj: Subject,
 ) -> None:
-    """Calibrate, generate and store ``todo`` (and their output views)."""
-    prompts = held_out_prompts(
-        run_dir, hookpoint, todo, cfg.n_prompts, cfg.prompt_max_tokens, cfg.prompt_min_tokens
-    )
+    """Calibrate alpha and compute the steering view on ``train`` prompts, generate the
+    completions that are scored from ``test`` prompts; store ``todo`` and their output views
+    (the ``output`` explainer reads the views: they never come from a scored prompt)."""
+    sizes = (cfg.n_prompts, cfg.prompt_max_tokens, cfg.prompt_min_tokens)
+    train = held_out_prompts(run_dir, hookpoint, todo, *sizes, split="train")
+    prompts = held_out_prompts(run_dir, hookpoint, todo, *sizes, split="test")
     cal = Calibrator(
         subj.model,
         hookpoint,
@@ -209,13 +213,10 @@ def _prepare_block(
     )
     dec = subj.coder.decoder_rows.detach().float()
     rows_t = dec[torch.tensor(todo, device=dec.device)]
-    found = cal.calibrate(
-        todo, rows_t, prompts, cfg.target_kl, cfg.kl_tol, cfg.max_steps, cfg.view_k
-    )
+    found = cal.calibrate(todo, rows_t, train, cfg.target_kl, cfg.kl_tol, cfg.max_steps, cfg.view_k)
     alphas = {lat: c.alpha for lat, c in found.items()}
-    texts = generate(
-        subj, hookpoint, cfg, [lat for lat in todo if prompts.get(lat)], prompts, alphas, seed
-    )
+    steerable = [lat for lat in todo if prompts.get(lat) and math.isfinite(alphas[lat])]
+    texts = generate(subj, hookpoint, cfg, steerable, prompts, alphas, seed)
     new = []
     for lat in todo:
         c = found[lat]

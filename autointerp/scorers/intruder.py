@@ -196,6 +196,7 @@ class IntruderScorer(Scorer):
             json_schema=answer_schema(len(p.rows)),
             task=task,
             tags=tags,
+            check=lambda r, n=len(p.rows): read_choice(r, n)[1],
         )
 
     def empty_metrics(self) -> dict[str, float]:

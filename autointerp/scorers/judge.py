@@ -153,6 +153,7 @@ def request(
         logprobs=5 if logprobs else None,
         task=task,
         tags=tags,
+        check=lambda r, n=len(items): read_answers(r, n)[2],
     )
 
 
@@ -208,7 +209,15 @@ async def judge(
         truth[ok], pred[ok].astype(bool), prob[ok] if have_prob else None, n_boot=n_boot, seed=seed
     )
     metrics.update(quantile_recall(items, ok, pred))
-    return collected(name, metrics, rows, int(ok.sum()), n, tally, error)
+    result = collected(name, metrics, rows, int(ok.sum()), n, tally, error)
+    if result.status == "ok" and metrics["single_class"] == 1.0:
+        # an always-yes judge would score 1.0 on an all-positive mix: not scorable
+        result.status = "skipped"
+        result.error = (
+            f"one class in the answered example mix ({int(metrics['n_pos'])} positive, "
+            f"{int(metrics['n_neg'])} negative): balanced accuracy and AUROC are undefined"
+        )
+    return result
 
 
 def quantile_recall(items: list[Item], ok: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -14,7 +14,10 @@ Keys of :func:`binary_metrics` (the judge answers yes/no on each example):
 - ``auroc_from_labels``: 1.0 when no probabilities were given and AUROC was computed from the
   hard yes/no answers used as a score, else 0.0.
 - ``accuracy``: fraction of examples answered correctly.
-- ``balanced_accuracy``: (TPR + TNR) / 2; with one truth class present, that class's rate.
+- ``balanced_accuracy``: (TPR + TNR) / 2; NaN with one truth class present (an always-yes
+  judge would score 1.0 on an all-positive mix: no chance level makes that informative).
+- ``single_class``: 1.0 when the examples hold one truth class only (then balanced accuracy
+  and AUROC are NaN; the judge scorers mark such a latent ``skipped``), else 0.0.
 - ``precision``: TP / (TP + FP); 0 when nothing is predicted positive but positives exist
   (scikit-learn's ``zero_division=0``); NaN when there are no positives and none predicted.
 - ``recall``: TP / n_pos (the true-positive rate); NaN when there are no positives.
@@ -26,16 +29,21 @@ Keys of :func:`binary_metrics` (the judge answers yes/no on each example):
   ``n_pos`` and ``n_neg`` (the example mix is fixed by design, not sampled).
 - ``M_chance``: the metric of an uninformed judge on this example mix, with p = n_pos / n:
   ``accuracy_chance`` = max(p, 1 - p) (always give the majority answer),
-  ``balanced_accuracy_chance`` = 0.5, ``precision_chance`` = p (always answer yes),
+  ``balanced_accuracy_chance`` = 0.5 (NaN with one class),
+  ``precision_chance`` = p (always answer yes),
   ``recall_chance`` = 0.5 (coin flip; NaN without positives), ``f1_chance`` = 2p / (1 + p)
   (always answer yes), ``auroc_chance`` = 0.5 (NaN with one class).
 
 Keys of :func:`pearson_metrics` (predicted vs true per-token activations):
 
 - ``n_windows``, ``n_tokens``: windows and tokens scored.
-- ``pearson``: Pearson correlation over all tokens of all windows; NaN when either side has
-  zero variance. ``pearson_lo``, ``pearson_hi``: bootstrap over windows.
+- ``pearson``: Pearson correlation over all tokens of all windows. A constant prediction
+  (zero variance) correlates **0.0**, not NaN: it carries no information, which is the chance
+  level; NaN only when the truth is constant (or there are no tokens). ``pearson_lo``,
+  ``pearson_hi``: bootstrap over windows (a resample with a constant prediction counts 0).
   ``pearson_chance`` = 0.0.
+- ``constant_prediction``: 1.0 when every predicted value is the same (so ``pearson`` is 0
+  by this rule), 0.0 otherwise, NaN without tokens.
 - ``pearson_q{g}``, ``pearson_q{g}_lo``, ``pearson_q{g}_hi`` (only with ``groups``), for
   every group g >= 0: the correlation over the windows of group g together with all
   contrast windows (group -1).
@@ -142,8 +150,8 @@ def _binary_from_counts(
     fn, tn = n_pos - tp, n_neg - fp
     tpr = _safe_div(tp, np.full_like(tp, n_pos))
     tnr = _safe_div(tn, np.full_like(tn, n_neg))
-    # with one truth class present, balanced accuracy is that class's rate
-    bal = (tpr + tnr) / 2.0 if n_pos and n_neg else (tpr if n_pos else tnr)
+    # undefined with one truth class present: a constant answer would score 1 or 0
+    bal = (tpr + tnr) / 2.0 if n_pos and n_neg else np.full(tp.shape, np.nan)
     precision = _safe_div(tp, tp + fp)
     if n_pos:
         precision = np.where(tp + fp == 0, 0.0, precision)
@@ -177,7 +185,7 @@ def _binary_chance(n_pos: int, n_neg: int) -> dict[str, float]:
     p = n_pos / n
     return {
         "accuracy": max(p, 1.0 - p),
-        "balanced_accuracy": 0.5,
+        "balanced_accuracy": 0.5 if n_pos and n_neg else _NAN,
         "precision": p,
         "recall": 0.5 if n_pos else _NAN,
         "f1": 2.0 * p / (1.0 + p),
@@ -228,6 +236,7 @@ def binary_metrics(
         "n_pos": float(n_pos),
         "n_neg": float(n_neg),
         "auroc_from_labels": 1.0 if prob is None else 0.0,
+        "single_class": float(n_pos + n_neg > 0 and (n_pos == 0 or n_neg == 0)),
     }
     values, inv = np.unique(score, return_inverse=True)
     k = values.size
@@ -261,9 +270,12 @@ def binary_metrics(
 
 
 def _pearson_tokens(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two token vectors; NaN if empty or either side is constant."""
-    if x.size == 0 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    """Pearson correlation of truth ``x`` and prediction ``y``; NaN if empty or the truth is
+    constant, 0.0 if only the prediction is."""
+    if x.size == 0 or np.ptp(x) == 0:
         return _NAN
+    if np.ptp(y) == 0:
+        return 0.0
     xc, yc = x - x.mean(), y - y.mean()
     r = np.dot(xc, yc) / np.sqrt(np.dot(xc, xc) * np.dot(yc, yc))
     return float(np.clip(r, -1.0, 1.0))
@@ -272,13 +284,16 @@ def _pearson_tokens(x: np.ndarray, y: np.ndarray) -> float:
 def _pearson_stats(stats: np.ndarray) -> np.ndarray:
     """Pearson r per row of sufficient statistics ``[..., 6]`` = (n, Sx, Sy, Sxx, Syy, Sxy).
 
-    NaN where a side's variance is (numerically) zero or there are no tokens.
+    NaN where the truth's variance (x) is (numerically) zero or there are no tokens; 0.0 where
+    only the prediction's (y) is.
     """
     n, sx, sy, sxx, syy, sxy = np.moveaxis(stats, -1, 0)
     vx, vy = n * sxx - sx * sx, n * syy - sy * sy
-    flat = (vx <= _REL_VAR_TOL * n * sxx) | (vy <= _REL_VAR_TOL * n * syy) | (n == 0)
+    flat_x = (vx <= _REL_VAR_TOL * n * sxx) | (n == 0)
+    flat = flat_x | (vy <= _REL_VAR_TOL * n * syy)
     den = np.sqrt(np.where(flat, 1.0, vx * vy))
-    return np.where(flat, np.nan, np.clip((n * sxy - sx * sy) / den, -1.0, 1.0))
+    r = np.where(flat, 0.0, np.clip((n * sxy - sx * sy) / den, -1.0, 1.0))
+    return np.where(flat_x, np.nan, r)
 
 
 def _window_stats(xs: list[np.ndarray], ys: list[np.ndarray]) -> np.ndarray:
@@ -374,6 +389,9 @@ def pearson_metrics(
         "n_windows": float(n_windows),
         "n_tokens": float(sum(x.size for x in xs)),
         "pearson_chance": 0.0,
+        "constant_prediction": (
+            float(np.ptp(np.concatenate(ys)) == 0) if any(y.size for y in ys) else _NAN
+        ),
     }
     subsets: dict[str, np.ndarray] = {"pearson": np.ones(n_windows, dtype=bool)}
     if groups is not None:

@@ -9,9 +9,11 @@ scoring skips what is already scored for the same text and scorer config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +87,22 @@ def _pick(df: pl.DataFrame, given: str | None, names: Sequence[str], what: str) 
     return found
 
 
+def clean_text(text: object, max_chars: int) -> tuple[str, bool]:
+    """An imported explanation as a judge may see it: control and format characters (C0/C1
+    controls, zero-width and bidirectional marks) removed, whitespace runs made one space, at
+    most ``max_chars`` characters. Returns (text, whether it was cut)."""
+    raw = "" if text is None else str(text)
+    kept = "".join(
+        " " if ch.isspace() else ch
+        for ch in raw
+        if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+    clean = " ".join(kept.split())
+    if len(clean) <= max_chars:
+        return clean, False
+    return clean[:max_chars].rstrip(), True
+
+
 def _match_hookpoint(name: str, have: list[str]) -> str | None:
     name = name.replace(":", "@")
     if name in have:
@@ -100,8 +118,10 @@ def load_external(
     explanation_column: str | None = None,
     hookpoint_column: str | None = None,
     hookpoint: str | None = None,
+    max_chars: int = 1000,
 ) -> pl.DataFrame:
-    """Explanation rows (the explanations.parquet schema) from any supported source."""
+    """Explanation rows (the explanations.parquet schema) from any supported source, each
+    cleaned and cut to ``max_chars`` (:func:`clean_text`)."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"explanations source {source} does not exist")
@@ -133,9 +153,10 @@ def load_external(
         if "explainer" in df.columns
         else [name] * df.height
     )
-    rows = []
+    rows, cut = [], 0
     for h, latent, text, who in zip(hps, df[lat].to_list(), df[txt].to_list(), names, strict=True):
-        clean = " ".join(str(text).split()) if text is not None else ""
+        clean, was_cut = clean_text(text, max_chars)
+        cut += was_cut
         rows.append(
             {
                 "hookpoint": mapped[h],
@@ -151,10 +172,30 @@ def load_external(
                 "source": str(source),
             }
         )
+    if cut:
+        log.warning(
+            "%d imported explanations were longer than %d characters and were cut "
+            "(score.import_max_chars)",
+            cut,
+            max_chars,
+        )
     out = pl.DataFrame(rows, schema={k: SCHEMA[k] for k in rows[0]}) if rows else None
     if out is None:
         raise ValueError(f"{source} holds no explanation rows")
-    return out.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
+    out = out.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
+    return out.with_columns(explanation_set=_import_sets(out))
+
+
+def _import_sets(df: pl.DataFrame) -> pl.Series:
+    """An imported explanation set's identity (``explanation_set``): ``i`` + a hash of its
+    explainer name and its (hookpoint, latent, explanation_id) rows, so two sources (or two
+    versions of one file) are two sets."""
+    ids = {}
+    for (who,), g in df.group_by("explainer"):
+        rows = sorted(g.select("hookpoint", "latent", "explanation_id").iter_rows())
+        blob = json.dumps([who, rows]).encode()
+        ids[who] = "i" + hashlib.sha256(blob).hexdigest()[:11]
+    return df["explainer"].replace_strict(ids, return_dtype=pl.String)
 
 
 def rescore(
@@ -173,7 +214,13 @@ def rescore(
     run_dir = Path(run_dir)
     have = require_examples(run_dir, None)
     expl = load_external(
-        Path(source), have, latent_column, explanation_column, hookpoint_column, hookpoint
+        Path(source),
+        have,
+        latent_column,
+        explanation_column,
+        hookpoint_column,
+        hookpoint,
+        max_chars=config.score.import_max_chars,
     )
     for hp in expl["hookpoint"].unique().to_list():
         check_latents(run_dir, hp, expl.filter(pl.col("hookpoint") == hp)["latent"].to_list())
@@ -188,5 +235,11 @@ def rescore(
     table.close()
     log.info("rescoring %d explanations from %s", expl.height, source)
     return score(
-        run_dir, config, scorers=scorers, explanations=expl, force=force, progress=progress
+        run_dir,
+        config,
+        scorers=scorers,
+        explanations=expl,
+        force=force,
+        progress=progress,
+        stage="rescore",
     )

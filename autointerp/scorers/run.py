@@ -17,12 +17,13 @@ from typing import Any
 import polars as pl
 
 from autointerp.config import RunConfig
-from autointerp.explainers.run import check_latents, explanations_path
+from autointerp.explainers.run import check_latents, explanations_path, forced_config
 from autointerp.runner.examples import LatentExamples, examples_hash, iter_latent_examples
 from autointerp.runner.execute import check_engine, recover
 from autointerp.runner.lock import run_lock
 from autointerp.runner.loop import run as run_loop
 from autointerp.runner.progress import StageProgress
+from autointerp.runner.provenance import record_stage
 from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
@@ -33,7 +34,7 @@ from autointerp.scorers.parallel import n_workers, run_parallel
 from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
 
 log = logging.getLogger(__name__)
-KEY = ["hookpoint", "latent", "explanation_id", "config_hash"]
+KEY = ["hookpoint", "latent", "explanation_id", "explanation_set", "config_hash"]
 Explanation = dict[str, Any]
 
 
@@ -52,12 +53,19 @@ def load_explanations(run_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(path).filter(pl.col("selected"))
 
 
+def set_of(e: Explanation) -> str:
+    """The explanation set of an explanation row (``explanation_set``; rows written before
+    the column existed: their explainer and config hash)."""
+    return e.get("explanation_set") or f"{e.get('explainer')}:{e.get('config_hash')}"
+
+
 def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> dict[str, Any]:
     t = res.tally
     return {
         "hookpoint": e["hookpoint"],
         "latent": int(e["latent"]),
         "explanation_id": e["explanation_id"],
+        "explanation_set": set_of(e),
         "config_hash": chash,
         "scorer": scorer.name,
         "explainer": e.get("explainer"),
@@ -65,6 +73,8 @@ def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> 
         "status": res.status,
         "error": res.error,
         "model": scorer.model,
+        "judge_endpoint": scorer.judge_endpoint,
+        "scorer_config": scorer.scorer_config(),
         "n_examples": res.n_examples,
         "n_lost": res.n_lost,
         "n_requests": t.requests,
@@ -114,6 +124,7 @@ class _Outputs:
         self.latent[scorer.name].add([_score_row(e, scorer, chash, res)])
         if res.examples:
             key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
+            key["explanation_set"] = set_of(e)
             key["config_hash"] = chash
             self.examples[scorer.name].add([{**key, **r} for r in res.examples])
 
@@ -153,12 +164,19 @@ def score(
     explanations: pl.DataFrame | None = None,
     force: bool = False,
     progress: bool = True,
+    stage: str = "score",
 ) -> dict[str, Path]:
     """Score explanations (default: the selected ones in ``explanations.parquet``) with each
     scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``. One process at a
-    time per run directory (runner/lock.py)."""
+    time per run directory (runner/lock.py). ``force`` scores again and asks the judge again
+    (cached answers of earlier runs are not used). What it ran with is recorded as ``stage``
+    (runner/provenance.py)."""
+    if force:
+        config = forced_config(config)
     with run_lock(run_dir, "score"):
-        return _score(run_dir, config, scorers, hookpoints, latents, explanations, force, progress)
+        return _score(
+            run_dir, config, scorers, hookpoints, latents, explanations, force, progress, stage
+        )
 
 
 def _score(
@@ -170,6 +188,7 @@ def _score(
     explanations: pl.DataFrame | None,
     force: bool,
     progress: bool,
+    stage: str,
 ) -> dict[str, Path]:
     run_dir = Path(run_dir)
     check_engine(config)
@@ -186,10 +205,23 @@ def _score(
         expl = expl.filter(pl.col("latent").is_in(list(latents)))
     outputs = _Outputs(run_dir, names, config.score.flush_rows)
     done = {n: outputs.done(n) for n in names}
-    expl = expl.unique(["hookpoint", "latent", "explanation_id"], keep="first", maintain_order=True)
+    if "explanation_set" not in expl.columns:
+        expl = expl.with_columns(pl.lit(None, pl.String).alias("explanation_set"))
+    expl = expl.with_columns(
+        pl.col("explanation_set").fill_null(
+            pl.concat_str(pl.col("explainer"), pl.col("config_hash"), separator=":")
+        )
+    )
+    # a text in two explanation sets is scored (and counted) in each; answers are cached
+    expl = expl.unique(
+        ["hookpoint", "latent", "explanation_id", "explanation_set"],
+        keep="first",
+        maintain_order=True,
+    )
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]] = defaultdict(dict)
     forced: dict[str, list[dict[str, Any]]] = defaultdict(list)
     n_pairs = 0
+    used: dict[str, dict[str, Any]] = {}
     for hp in sorted(expl["hookpoint"].unique().to_list()):
         sub = expl.filter(pl.col("hookpoint") == hp)
         check_latents(run_dir, hp, sub["latent"].unique().to_list())
@@ -198,8 +230,18 @@ def _score(
         built = [(make_scorer(n, ctx), None) for n in names]
         for scorer, _ in built:
             chash = scorer.config_hash()
+            used.setdefault(
+                scorer.name,
+                {
+                    "judge": scorer.model,
+                    "judge_endpoint": scorer.judge_endpoint,
+                    "scorer_config": scorer.scorer_config(),
+                    "settings": {k: v for k, v in scorer.settings().items() if k != "examples"},
+                    "config_hashes": {},
+                },
+            )["config_hashes"][hp] = chash
             for e in sub.iter_rows(named=True):
-                key = (hp, int(e["latent"]), e["explanation_id"], chash)
+                key = (hp, int(e["latent"]), e["explanation_id"], set_of(e), chash)
                 finished, written = done[scorer.name]
                 if key in finished and not force:
                     continue
@@ -214,6 +256,7 @@ def _score(
                 "hookpoint": pl.String,
                 "latent": pl.Int64,
                 "explanation_id": pl.String,
+                "explanation_set": pl.String,
                 "config_hash": pl.String,
             },
         )
@@ -224,10 +267,20 @@ def _score(
     if n_pairs:
         _prepare(run_dir, config, work)
         _execute(run_dir, config, work, outputs, progress)
-    written = outputs.close()
+    paths = outputs.close()
     # the shortcut audit, always on: once, over every latent the files hold
     run_audit(run_dir, names, seed=config.seed if config.score.seed is None else config.score.seed)
-    return written
+    record_stage(
+        run_dir,
+        stage,
+        config,
+        ("score",),
+        scorers=used,
+        explanation_sets=sorted(set(expl["explanation_set"].to_list())),
+        scored=n_pairs,
+        force=force,
+    )
+    return paths
 
 
 def _prepare(
@@ -256,6 +309,7 @@ def _context(run_dir: Path, config: RunConfig, hookpoint: str) -> ScoreContext:
         llm_model=config.llm.model,
         backend=config.llm.backend,
         examples_hash=examples_hash(run_dir, hookpoint),
+        endpoint=config.llm.endpoint,
     )
 
 

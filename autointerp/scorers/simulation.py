@@ -160,6 +160,11 @@ def read_json_predictions(
     return out
 
 
+def _first_error(got: list[tuple[list[float] | None, str | None]]) -> str | None:
+    """The simulate task's check: the first window whose predictions are unusable."""
+    return next((err for _, err in got if err is not None), None)
+
+
 NO_BIN = 99  # activating windows drawn by top-k / uniform samplers: pearson_q99
 
 
@@ -201,6 +206,7 @@ class SimulationScorer(Scorer):
                 sampling=SamplingParams(temperature=0.0, max_tokens=1),
                 prompt_logprobs=cfg.top_logprobs,
                 tags=tags,
+                check=lambda r: _first_error(read_logprob_predictions(r, prompt, offsets)),
             )
             return req, (prompt, offsets)
         shown = excerpts([json.dumps(t, ensure_ascii=False) for t in chunk])
@@ -218,6 +224,7 @@ class SimulationScorer(Scorer):
             json_schema=JSON_SCHEMA,
             task={"kind": "simulate", "explanation": explanation, "examples": chunk},
             tags=tags,
+            check=lambda r: _first_error(read_json_predictions(r, [len(t) for t in chunk])),
         )
         return req, None
 
@@ -263,4 +270,8 @@ class SimulationScorer(Scorer):
             }
             for i, r in enumerate(rows)
         ]
-        return collected(self.name, metrics, examples, len(ok), len(rows), tally, errors)
+        result = collected(self.name, metrics, examples, len(ok), len(rows), tally, errors)
+        if result.status == "ok" and np.isnan(metrics["pearson"]):
+            result.status = "skipped"  # a constant truth: no correlation is defined
+            result.error = "the true activations of the answered windows are constant"
+        return result
