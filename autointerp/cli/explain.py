@@ -21,6 +21,7 @@ from autointerp.cli.common import (
     setup_logging,
     stage_errors,
 )
+from autointerp.cli.estimate import DryRunOpt
 
 
 @app.command()
@@ -42,6 +43,7 @@ def explain(
         None, "--show-activations/--no-show-activations", help="list marked tokens' levels"
     ),
     force: bool = typer.Option(False, "--force", help="redo latents already explained"),
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -62,6 +64,16 @@ def explain(
             "explain.show_activations": show_activations,
         },
     )
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+
+        try:
+            print_estimate(
+                run_dir, cfg, ["explain"], hookpoints=hookpoint, latents=parse_latents(latents)
+            )
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         path = run_explain(
             run_dir,

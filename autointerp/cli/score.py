@@ -21,6 +21,7 @@ from autointerp.cli.common import (
     setup_logging,
     stage_errors,
 )
+from autointerp.cli.estimate import DryRunOpt
 
 ScorersOpt = typer.Option(
     None,
@@ -63,6 +64,7 @@ def score(
     latents: str | None = LatentsOpt,
     force: bool = ForceOpt,
     control: list[str] | None = ControlOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -79,6 +81,21 @@ def score(
     bad = [c for c in control or [] if c not in CONTROLS]
     if bad:
         fail(f"unknown --control {bad[0]!r}: pick {' or '.join(CONTROLS)}")
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+
+        try:
+            print_estimate(
+                run_dir,
+                cfg,
+                ["score"],
+                hookpoints=hookpoint,
+                latents=parse_latents(latents),
+                scorers=names,
+            )
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         paths = run_score(
             run_dir,
@@ -133,6 +150,7 @@ def rescore(
     llm: str | None = LLMOpt,
     base_url: str | None = BaseUrlOpt,
     force: bool = ForceOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -143,6 +161,24 @@ def rescore(
     setup_logging(verbose)
     cfg = run_config(run_dir, config, _overrides(llm, base_url))
     names = _scorer_list(scorers)
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+        from autointerp.runner.examples import require_examples
+        from autointerp.scorers.rescore import load_external
+
+        try:
+            expl = load_external(
+                explanations,
+                require_examples(run_dir, None),
+                latent_column,
+                explanation_column,
+                hookpoint_column,
+                hookpoint,
+            )
+            print_estimate(run_dir, cfg, ["score"], scorers=names, explanations=expl)
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         paths = run_rescore(
             run_dir,

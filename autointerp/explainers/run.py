@@ -98,6 +98,9 @@ def explain(
     ``explanations.parquet``. Everything is checked before the first request."""
     run_dir = Path(run_dir)
     hps = require_examples(run_dir, hookpoints)
+    from autointerp.cost.budget import check_budget  # the cap: estimated before any request
+
+    check_budget(run_dir, config, ["explain"], hookpoints, latents)
     probe = ExplainContext(config=config.explain, seed=config.seed, config_hash="")
     backend = make_explainer(probe).backend
     plans = []

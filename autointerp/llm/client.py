@@ -31,8 +31,19 @@ from autointerp.llm.usage import UsageTracker, call_cost
 log = logging.getLogger(__name__)
 
 
-def make_backend(config: LLMConfig) -> Backend:
-    """The backend named by ``config.model`` (imports heavy dependencies lazily)."""
+def make_backend(config: LLMConfig, run_dir: str | Path | None = None) -> Backend:
+    """The backend named by ``config.model`` (imports heavy dependencies lazily); inside
+    :func:`autointerp.llm.dry.recording`, a dry-run stand-in that sends nothing; with
+    ``llm.batch.enabled``, the provider's Batch API (its jobs kept in ``run_dir``)."""
+    from autointerp.llm import dry
+
+    recorder = dry.active()
+    if recorder is not None:
+        return dry.DryRunBackend(config, recorder)
+    if config.batch.enabled:
+        from autointerp.llm.batch.backend import BatchBackend
+
+        return BatchBackend(config, run_dir)
     if config.backend == "lexical":
         from autointerp.llm.lexical import LexicalBackend
 
@@ -270,7 +281,7 @@ def create_client(
 ) -> LLMClient:
     """Client for ``config``; its cache lives in ``run_dir/<cache_file>`` when both are set
     (``cache_shard``: a worker process's own write file, see ``ResponseCache``)."""
-    backend = make_backend(config)
+    backend = make_backend(config, run_dir)
     cache = None
     if config.cache and run_dir is not None and backend.cacheable:
         cache = ResponseCache(Path(run_dir) / config.cache_file, shard=cache_shard)

@@ -160,6 +160,9 @@ def score(
         config.score.surprisal.backend,
     )
     expl = load_explanations(run_dir) if explanations is None else explanations
+    from autointerp.cost.budget import check_budget  # the cap: estimated before any request
+
+    check_budget(run_dir, config, ["score"], hookpoints, latents, names, expl)
     if hookpoints:
         expl = expl.filter(pl.col("hookpoint").is_in([h.replace(":", "@") for h in hookpoints]))
     if latents is not None:
