@@ -164,6 +164,8 @@ async def _run(
                 yield from iter_latent_examples(run_dir, hp, vocab, explainer.splits, ids)
 
     limit = max(8, 2 * config.llm.concurrency)
+    if config.llm.batch.enabled:  # a batch job should hold many latents' requests
+        limit = config.llm.batch.latents_in_flight
     try:
         with StageProgress("explain", total, client.usage, progress) as bar:
 

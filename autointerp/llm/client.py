@@ -7,6 +7,7 @@ one bad call never kills a batch of thousands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -192,6 +193,8 @@ class LLMClient:
         if self.backend.local:
             return 0.0
         price = self.config.prices.get(self.backend.model)
+        if price is not None and getattr(self.backend, "batched", False):
+            price = price.batched()
         local_server = getattr(self.backend, "on_localhost", False)
         if price is None and not self._warned_price and not local_server:
             self._warned_price = True
@@ -213,6 +216,13 @@ class LLMClient:
             multiplier=c.backoff_initial_s, max=c.backoff_max_s, jitter=c.backoff_initial_s
         )(state)
 
+    def _slot(self, tokens: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """A concurrency / rate slot; none for a batch backend (requests wait for their job
+        there, and the provider's own limits apply to jobs, not requests)."""
+        if getattr(self.backend, "batched", False):
+            return contextlib.nullcontext()
+        return self.limits.slot(tokens)
+
     async def _with_retries(self, request: LLMRequest) -> LLMResponse:
         tokens = request.approx_prompt_tokens() + request.sampling.max_tokens
         attempt, busy = 1, 0.0
@@ -221,7 +231,7 @@ class LLMClient:
         # A failed first attempt is replayed as attempt 1 of the loop, so waits, stop and
         # re-raising behave exactly as if the loop had run it.
         first_error: BaseException | None = None
-        async with self.limits.slot(tokens):
+        async with self._slot(tokens):
             t0 = time.monotonic()
             try:
                 response = await self.backend.complete(request)
@@ -247,7 +257,7 @@ class LLMClient:
                         error, first_error = first_error, None
                         raise error
                     log.debug("retry %d of a %s request", attempt, self.backend.name)
-                    async with self.limits.slot(tokens):
+                    async with self._slot(tokens):
                         t0 = time.monotonic()
                         try:
                             response = await self.backend.complete(request)

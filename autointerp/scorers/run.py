@@ -305,6 +305,8 @@ async def _run(
         return list(await asyncio.gather(*(_score_one(s, ex, e, client) for e, s, _ in jobs)))
 
     limit = config.score.latents_in_flight or max(8, 4 * config.llm.concurrency)
+    if config.llm.batch.enabled and not config.score.latents_in_flight:
+        limit = config.llm.batch.latents_in_flight  # a batch job holds many latents
     try:
         with StageProgress("score", total, client.usage, progress) as bar:
 
