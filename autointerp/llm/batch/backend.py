@@ -47,7 +47,7 @@ class BatchBackend(Backend):
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._room = asyncio.Condition()
-        self._started = False
+        self._started: asyncio.Future[None] | None = None
         self.submitted_requests = 0  # requests this process put into new jobs
 
     def redact(self, text: str) -> str:
@@ -55,9 +55,12 @@ class BatchBackend(Backend):
 
     # -- resume -----------------------------------------------------------------------------
     async def _start(self) -> None:
-        if self._started:
-            return
-        self._started = True
+        """Read the manifest once, before any request is queued (every caller waits)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._resume())
+        await asyncio.shield(self._started)
+
+    async def _resume(self) -> None:
         for c in list(self.store.chunks.values()):
             if c.state == "writing":
                 found = await self._find_job(c.chunk)
