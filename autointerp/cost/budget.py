@@ -92,7 +92,7 @@ def estimated_for(run_dir: Path, stage: str) -> dict[str, Any] | None:
         "estimated_requests": sum(p.requests - p.cached_requests for p in parts),
         "estimated_prompt_tokens": sum(p.prompt_tokens for p in parts),
         "estimated_completion_tokens": sum(p.completion_tokens for p in parts),
-        "estimated_cost_usd": round(sum(p.cost_usd for p in parts), 6),
+        "estimated_cost_usd": sum(p.cost_usd for p in parts),
     }
 
 
