@@ -7,6 +7,7 @@ run anywhere and running it again continues where it stopped and repeats no fini
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,12 +62,19 @@ def run_pipeline(
     if "sample" in chosen:
         log.info("stage sample")
         out["sample"] = build_examples(run_dir, config, progress=progress)
-    if "explain" in chosen:
-        log.info("stage explain")
-        out["explain"] = explain(run_dir, config, latents=latents, progress=progress)
-    if "score" in chosen:
-        log.info("stage score")
-        out["score"] = score(run_dir, config, latents=latents, progress=progress)
+    llm_stages = [s for s in ("explain", "score") if s in chosen]
+    with contextlib.ExitStack() as checked:
+        if llm_stages and config.llm.max_cost_usd is not None:
+            from autointerp.cost.budget import check_budget, covered
+
+            check_budget(run_dir, config, llm_stages, latents=latents)  # before any request
+            checked.enter_context(covered())
+        if "explain" in chosen:
+            log.info("stage explain")
+            out["explain"] = explain(run_dir, config, latents=latents, progress=progress)
+        if "score" in chosen:
+            log.info("stage score")
+            out["score"] = score(run_dir, config, latents=latents, progress=progress)
     if "report" in chosen:
         out["report"] = _report(run_dir)
     return out

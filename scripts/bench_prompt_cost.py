@@ -89,6 +89,26 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return int(diff[0]) if len(diff) else n
 
 
+def cost_keys(run: Path, latents: list[int], main_requests: list[LLMRequest], n: int) -> dict:
+    """Issue 17's keys (scripts/prompt_cost_extras.py), each on a fresh copy of the run."""
+    import prompt_cost_extras as extras
+
+    def fresh(name: str) -> Path:
+        dst = run.parent / name
+        dst.mkdir()
+        for sub in ("examples", "cache"):
+            (dst / sub).symlink_to((run / sub).resolve())
+        return dst
+
+    tok, tok_name = extras.chat_tokenizer()
+    out: dict[str, object] = {"chat_tokenizer": tok_name}
+    out.update(extras.uncached_per_latent(main_requests, n, tok))
+    out.update(extras.shared_prefix_keys(fresh("bestofk"), latents[:50], tok))
+    out.update(extras.estimate_error_key(fresh("estimate"), latents, tok))
+    out.update(extras.batch_kill_key(fresh("batch"), latents[:40]))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=None, help="a sampled run (copied)")
@@ -169,6 +189,7 @@ def main() -> None:
     }
     test_windows = json.loads((run / "examples" / "model.layers.1.json").read_text())
     out["test_mix"] = test_windows.get("sample", {}).get("test")
+    out.update(cost_keys(run, latents, RECORDED[:n_main], n))
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out))
 

@@ -17,7 +17,10 @@ from autointerp.text import highlighted_spans
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
-_EXCERPT = re.compile(r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\Z)", re.DOTALL | re.MULTILINE)
+_EXCERPT = re.compile(
+    r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\n\nDescription: |\Z)", re.DOTALL | re.MULTILINE
+)
+_DESCRIPTION = re.compile(r"^Description: (.*)$", re.MULTILINE)
 
 
 def keys(explanation: str) -> set[str]:
@@ -66,7 +69,8 @@ class ScriptedJudge:
         if "You describe one feature" in system:
             self._seen("explain", user)
             return json.dumps({"explanation": self.explain(user)})
-        explanation = user.splitlines()[0].removeprefix("Description: ")
+        found = _DESCRIPTION.findall(user)  # after the excerpts (prefix-cache order)
+        explanation = found[-1] if found else ""
         examples = [m.group(2) for m in _EXCERPT.finditer(user)]
         if "are exactly what the feature" in system:
             self._seen("fuzzing", user)

@@ -6,6 +6,7 @@ from autointerp.cli import (  # noqa: F401 - importing registers each command on
     calibrate,
     compare,
     demo,
+    estimate,
     explain,
     llm,
     models,

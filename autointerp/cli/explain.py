@@ -23,6 +23,7 @@ from autointerp.cli.common import (
     setup_logging,
     stage_errors,
 )
+from autointerp.cli.estimate import DryRunOpt
 
 
 @app.command()
@@ -45,6 +46,7 @@ def explain(
     ),
     force: bool = typer.Option(False, "--force", help="redo latents already explained"),
     ray: str | None = RayOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -66,6 +68,16 @@ def explain(
             **ray_overrides(ray),
         },
     )
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+
+        try:
+            print_estimate(
+                run_dir, cfg, ["explain"], hookpoints=hookpoint, latents=parse_latents(latents)
+            )
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         path = run_explain(
             run_dir,

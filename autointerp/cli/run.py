@@ -20,6 +20,7 @@ from autointerp.cli.common import (
     resolve_config,
     setup_logging,
 )
+from autointerp.cli.estimate import DryRunOpt
 
 
 @app.command()
@@ -34,6 +35,7 @@ def run(
     ),
     sets: list[str] | None = SetOpt,
     ray: str | None = RayOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -50,6 +52,21 @@ def run(
     }
     cfg = resolve_config(config, overrides)
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    if dry_run:  # the free stages run, then the LLM stages' estimate; no LLM call
+        from autointerp.cli.estimate import prepare_examples, print_estimate
+        from autointerp.pipeline import check_stages
+
+        try:
+            picked = check_stages(chosen)
+            free = [s for s in picked if s in ("cache", "sample")]
+            if free:
+                run_pipeline(cfg, free, progress=not no_progress)
+            prepare_examples(cfg, not no_progress)
+            llm_stages = [s for s in picked if s in ("explain", "score")]
+            print_estimate(cfg.run_dir, cfg, llm_stages, latents=parse_latents(latents))
+        except model_stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         out = run_pipeline(cfg, chosen, parse_latents(latents), progress=not no_progress)
     except model_stage_errors() as exc:

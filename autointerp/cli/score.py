@@ -24,6 +24,7 @@ from autointerp.cli.common import (
     setup_logging,
     stage_errors,
 )
+from autointerp.cli.estimate import DryRunOpt
 
 ScorersOpt = typer.Option(
     None,
@@ -95,6 +96,7 @@ def score(
     force: bool = ForceOpt,
     control: list[str] | None = ControlOpt,
     ray: str | None = RayOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -112,6 +114,21 @@ def score(
     bad = [c for c in control or [] if c not in CONTROLS]
     if bad:
         fail(f"unknown --control {bad[0]!r}: pick {' or '.join(CONTROLS)}")
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+
+        try:
+            print_estimate(
+                run_dir,
+                cfg,
+                ["score"],
+                hookpoints=hookpoint,
+                latents=parse_latents(latents),
+                scorers=names,
+            )
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         paths = run_score(
             run_dir,
@@ -167,6 +184,7 @@ def rescore(
     base_url: str | None = BaseUrlOpt,
     force: bool = ForceOpt,
     ray: str | None = RayOpt,
+    dry_run: bool = DryRunOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -178,6 +196,24 @@ def rescore(
     cfg = run_config(run_dir, config, _overrides(llm, base_url, ray))
     typer.echo(judge_line(run_dir, cfg, llm, config))
     names = _scorer_list(scorers)
+    if dry_run:
+        from autointerp.cli.estimate import print_estimate
+        from autointerp.runner.examples import require_examples
+        from autointerp.scorers.rescore import load_external
+
+        try:
+            expl = load_external(
+                explanations,
+                require_examples(run_dir, None),
+                latent_column,
+                explanation_column,
+                hookpoint_column,
+                hookpoint,
+            )
+            print_estimate(run_dir, cfg, ["score"], scorers=names, explanations=expl)
+        except stage_errors() as exc:
+            fail(one_line(exc))
+        return
     try:
         paths = run_rescore(
             run_dir,

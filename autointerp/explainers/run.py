@@ -136,6 +136,9 @@ def explain(
     again (cached answers of earlier runs are not used)."""
     if force:
         config = forced_config(config)
+    from autointerp.cost.budget import check_budget  # the cap: estimated before any request
+
+    check_budget(run_dir, config, ["explain"], hookpoints, latents)
     with run_lock(run_dir, "explain"):
         return _explain(Path(run_dir), config, hookpoints, latents, force, progress)
 
@@ -272,6 +275,8 @@ async def _run(
                 yield from iter_latent_examples(run_dir, hp, vocab, explainer.splits, ids)
 
     limit = max(8, 2 * config.llm.concurrency)
+    if config.llm.batch.enabled:  # a batch job should hold many latents' requests
+        limit = config.llm.batch.latents_in_flight
     try:
         with StageProgress("explain", total, client.usage, progress) as bar:
 

@@ -7,6 +7,7 @@ one bad call never kills a batch of thousands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +32,19 @@ from autointerp.llm.usage import UsageTracker, call_cost
 log = logging.getLogger(__name__)
 
 
-def make_backend(config: LLMConfig) -> Backend:
-    """The backend named by ``config.model`` (imports heavy dependencies lazily)."""
+def make_backend(config: LLMConfig, run_dir: str | Path | None = None) -> Backend:
+    """The backend named by ``config.model`` (imports heavy dependencies lazily); inside
+    :func:`autointerp.llm.dry.recording`, a dry-run stand-in that sends nothing; with
+    ``llm.batch.enabled``, the provider's Batch API (its jobs kept in ``run_dir``)."""
+    from autointerp.llm import dry
+
+    recorder = dry.active()
+    if recorder is not None:
+        return dry.DryRunBackend(config, recorder)
+    if config.batch.enabled:
+        from autointerp.llm.batch.backend import BatchBackend
+
+        return BatchBackend(config, run_dir)
     if config.backend == "lexical":
         from autointerp.llm.lexical import LexicalBackend
 
@@ -194,6 +206,8 @@ class LLMClient:
         if self.backend.local:
             return 0.0
         price = self.config.prices.get(self.backend.model)
+        if price is not None and getattr(self.backend, "batched", False):
+            price = price.batched()
         local_server = getattr(self.backend, "on_localhost", False)
         if price is None and not self._warned_price and not local_server:
             self._warned_price = True
@@ -215,6 +229,13 @@ class LLMClient:
             multiplier=c.backoff_initial_s, max=c.backoff_max_s, jitter=c.backoff_initial_s
         )(state)
 
+    def _slot(self, tokens: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """A concurrency / rate slot; none for a batch backend (requests wait for their job
+        there, and the provider's own limits apply to jobs, not requests)."""
+        if getattr(self.backend, "batched", False):
+            return contextlib.nullcontext()
+        return self.limits.slot(tokens)
+
     async def _with_retries(self, request: LLMRequest) -> LLMResponse:
         tokens = request.approx_prompt_tokens() + request.sampling.max_tokens
         attempt, busy = 1, 0.0
@@ -223,7 +244,7 @@ class LLMClient:
         # A failed first attempt is replayed as attempt 1 of the loop, so waits, stop and
         # re-raising behave exactly as if the loop had run it.
         first_error: BaseException | None = None
-        async with self.limits.slot(tokens):
+        async with self._slot(tokens):
             t0 = time.monotonic()
             try:
                 response = await self.backend.complete(request)
@@ -249,7 +270,7 @@ class LLMClient:
                         error, first_error = first_error, None
                         raise error
                     log.debug("retry %d of a %s request", attempt, self.backend.name)
-                    async with self.limits.slot(tokens):
+                    async with self._slot(tokens):
                         t0 = time.monotonic()
                         try:
                             response = await self.backend.complete(request)
@@ -293,7 +314,7 @@ def create_client(
 ) -> LLMClient:
     """Client for ``config``; its cache lives in ``run_dir/<cache_file>`` when both are set
     (``cache_shard``: a worker process's own write file, see ``ResponseCache``)."""
-    backend = make_backend(config)
+    backend = make_backend(config, run_dir)
     cache = None
     if config.cache and run_dir is not None and backend.cacheable:
         cache = ResponseCache(Path(run_dir) / config.cache_file, shard=cache_shard)

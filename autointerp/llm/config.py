@@ -6,10 +6,13 @@ Secrets never live here: ``api_key_env`` holds the NAME of an environment variab
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Backend = Literal["lexical", "vllm", "openai", "openrouter"]
 BACKENDS: tuple[str, ...] = ("lexical", "vllm", "openai", "openrouter")
@@ -17,22 +20,60 @@ OPENROUTER_URL = "https://openrouter.ai/api/v1"
 OPENAI_URL = "https://api.openai.com/v1"
 
 
+PRICES_FILE = Path(__file__).with_name("prices.yaml")
+
+
 class Price(BaseModel):
-    """US dollars per million tokens."""
+    """US dollars per million tokens; ``batch_*`` through the provider's Batch API (unset:
+    the live price, the conservative guess)."""
 
     model_config = ConfigDict(extra="forbid")
     input: float = Field(0.0, ge=0)
     output: float = Field(0.0, ge=0)
+    batch_input: float | None = Field(None, ge=0)
+    batch_output: float | None = Field(None, ge=0)
+
+    def batched(self) -> Price:
+        """The price of a Batch API request."""
+        return Price(
+            input=self.input if self.batch_input is None else self.batch_input,
+            output=self.output if self.batch_output is None else self.batch_output,
+        )
+
+
+@lru_cache(maxsize=1)
+def price_table() -> tuple[str, dict[str, Price]]:
+    """(date recorded, model -> price) of the bundled ``prices.yaml``."""
+    data = yaml.safe_load(PRICES_FILE.read_text())
+    return str(data["as_of"]), {k: Price(**v) for k, v in data["models"].items()}
 
 
 def _default_prices() -> dict[str, Price]:
-    # Public list prices at the time of writing; edit in run config when they change.
-    return {
-        "gpt-4o-mini": Price(input=0.15, output=0.60),
-        "gpt-4o": Price(input=2.50, output=10.00),
-        "gpt-4.1-mini": Price(input=0.40, output=1.60),
-        "gpt-4.1-nano": Price(input=0.10, output=0.40),
-    }
+    return {k: v.model_copy() for k, v in price_table()[1].items()}
+
+
+class BatchConfig(BaseModel):
+    """The provider's Batch API instead of live requests (``llm.batch.enabled``): requests are
+    collected, written as JSONL, submitted as jobs and polled; see docs/cost.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    completion_window: str = "24h"
+    max_requests_per_job: int = Field(50_000, gt=0, description="OpenAI's limit per file")
+    max_job_bytes: int = Field(190_000_000, gt=0, description="under OpenAI's 200 MB per file")
+    max_enqueued_tokens: int | None = Field(
+        2_000_000,
+        gt=0,
+        description="prompt tokens of this run's jobs in the queue at once (the provider's "
+        "enqueued-token limit of your tier and model; None: no limit)",
+    )
+    poll_interval_s: float = Field(30.0, gt=0)
+    flush_idle_s: float = Field(
+        2.0, gt=0, description="submit the collected requests after this long without new ones"
+    )
+    latents_in_flight: int = Field(
+        20_000, gt=0, description="latents whose requests are collected into one wave of jobs"
+    )
 
 
 class VLLMEngineConfig(BaseModel):
@@ -112,7 +153,20 @@ class LLMConfig(BaseModel):
     )
     cache: bool = Field(True, description="content-addressed response cache in the run dir")
     cache_file: str = "llm_cache.sqlite"
-    prices: dict[str, Price] = Field(default_factory=_default_prices)
+    prices: dict[str, Price] = Field(
+        default_factory=_default_prices,
+        description="model -> US$ per million tokens (defaults: llm/prices.yaml, dated)",
+    )
+    max_cost_usd: float | None = Field(
+        None,
+        gt=0,
+        description="stop before the first request when the estimated cost of the stage(s) "
+        "exceeds this (autointerp estimate shows the estimate)",
+    )
+    estimate_latents: int = Field(
+        200, gt=0, description="latents sampled by an estimate (all when fewer)"
+    )
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     vllm: VLLMEngineConfig = Field(default_factory=VLLMEngineConfig)
     refresh_before: float | None = Field(
         None,
@@ -125,6 +179,15 @@ class LLMConfig(BaseModel):
     def _known_backend(cls, v: str) -> str:
         parse_model_spec(v)
         return v
+
+    @model_validator(mode="after")
+    def _batch_backend(self) -> LLMConfig:
+        if self.batch.enabled and self.backend not in ("openai", "openrouter"):
+            raise ValueError(
+                f"llm.batch.enabled needs an openai or openrouter llm.model, not {self.model!r} "
+                "(for an offline GPU run vLLM's run-batch on the JSONL: see docs/cost.md)"
+            )
+        return self
 
     @property
     def backend(self) -> Backend:

@@ -151,26 +151,7 @@ class OpenAIBackend(Backend):
         return extra
 
     async def _chat(self, request: LLMRequest) -> LLMResponse:
-        s = request.sampling
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages or []],
-            "temperature": s.temperature,
-            "top_p": s.top_p,
-            "max_tokens": s.max_tokens,
-        }
-        if request.json_schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
-            }
-        if request.logprobs is not None:
-            body["logprobs"] = True
-            body["top_logprobs"] = request.logprobs
-        if s.seed is not None:
-            body["seed"] = s.seed
-        if s.stop:
-            body["stop"] = s.stop
+        body = chat_body(self.model, request)
         body.update(self._extra_body(request))
         data = await self._post("/chat/completions", body)
         return _malformed_to_value_error(self._parse_chat, data, request)
@@ -258,6 +239,31 @@ class OpenAIBackend(Backend):
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def chat_body(model: str, request: LLMRequest) -> dict[str, Any]:
+    """The body of a ``/chat/completions`` request (live, or one line of a batch file)."""
+    s = request.sampling
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages or []],
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "max_tokens": s.max_tokens,
+    }
+    if request.json_schema is not None:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
+        }
+    if request.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.logprobs
+    if s.seed is not None:
+        body["seed"] = s.seed
+    if s.stop:
+        body["stop"] = s.stop
+    return body
 
 
 def _http_client(kind: str) -> type[httpx2.AsyncClient]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from autointerp.llm.client import LLMClient
+
+log = logging.getLogger(__name__)
 
 
 def record_usage(run_dir: Path, stage: str, client: LLMClient, **extra: Any) -> dict[str, Any]:
@@ -19,6 +22,19 @@ def record_usage(run_dir: Path, stage: str, client: LLMClient, **extra: Any) -> 
         **client.usage.summary(),
         **extra,
     }
+    from autointerp.cost.budget import estimated_for
+
+    est = estimated_for(Path(run_dir), stage)
+    if est is not None:  # actual spend against the estimate made before the run
+        line.update(est)
+        log.info(
+            "%s: spent $%.4f for %d prompt tokens; estimated $%.4f for %d",
+            stage,
+            line["cost_usd"],
+            line["prompt_tokens"],
+            est["estimated_cost_usd"],
+            est["estimated_prompt_tokens"],
+        )
     path = Path(run_dir) / "llm_usage.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:

@@ -25,8 +25,8 @@ def n_workers(config: RunConfig, n_latents: int, scorers: Collection[str] | None
     always 1 for in-process vLLM and for a surprisal scorer LM or a steered subject model that
     may sit on a GPU. ``scorers``: the scorers this run uses (default ``score.scorers``)."""
     names = set(config.score.scorers if scorers is None else scorers)
-    if config.llm.backend == "vllm":
-        return 1
+    if config.llm.backend == "vllm" or config.llm.batch.enabled:
+        return 1  # one engine; one process owning the run's batch jobs
     sp = config.score.surprisal
     if "surprisal" in names and sp.backend == "hf" and sp.device != "cpu":
         return 1  # one scorer LM on the accelerator, not one per process

@@ -199,6 +199,9 @@ def _score(
         config.score.surprisal.backend,
     )
     expl = load_explanations(run_dir) if explanations is None else explanations
+    from autointerp.cost.budget import check_budget  # the cap: estimated before any request
+
+    check_budget(run_dir, config, ["score"], hookpoints, latents, names, expl)
     if hookpoints:
         expl = expl.filter(pl.col("hookpoint").is_in([h.replace(":", "@") for h in hookpoints]))
     if latents is not None:
@@ -382,6 +385,8 @@ async def _run(
         return list(await asyncio.gather(*(_score_one(s, ex, e, client) for e, s, _ in jobs)))
 
     limit = config.score.latents_in_flight or max(8, 4 * config.llm.concurrency)
+    if config.llm.batch.enabled and not config.score.latents_in_flight:
+        limit = config.llm.batch.latents_in_flight  # a batch job holds many latents
     try:
         with StageProgress("score", total, client.usage, progress) as bar:
 

@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible HTTP server for tests and the benchmark (stdlib asyncio only).
 
 Serves /v1/chat/completions and /v1/completions with usage, logprobs and vLLM-style prompt
-logprobs. Tests script per-call behaviour with :class:`Action` (status, Retry-After, delay,
-malformed body, dropped connection) and count hits. Run as a script for a separate process:
+logprobs, and the Batch API (fake_batch.py). Tests script per-call behaviour with
+:class:`Action` (status, Retry-After, delay, malformed body, dropped connection) and count
+hits. Run as a script for a separate process:
 ``python fake_server.py --latency 0.1`` prints ``PORT <n>`` and serves until killed.
 """
 
@@ -19,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import fake_batch
 
 Responder = Callable[[dict[str, Any]], str]
 # (prompt tokens, request) -> the logprob of each prompt token after the first (default -1.0)
@@ -132,6 +135,7 @@ class FakeServer:
         self.responder = responder
         self.prompt_scorer = prompt_scorer  # scripted prompt logprobs (default all -1.0)
         self.actions: deque[Action] = deque()
+        self.batch = fake_batch.BatchState()
         self.hits = 0
         self.requests: list[dict[str, Any]] = []
         # (wall time, "hit" or "answered", hash of the request body): what was asked again
@@ -229,6 +233,25 @@ class FakeServer:
         self.hits += 1
         body_key = hashlib.sha256(raw).hexdigest()
         self.events.append((time.time(), "hit", body_key))
+        batch = fake_batch.handle(
+            self.batch,
+            self.responder,
+            lambda req, text: completion_body(req, text, True, self.prompt_scorer),
+            method,
+            path,
+            headers,
+            raw,
+        )
+        if batch is not None:  # the Batch API (tests/llm/fake_batch.py)
+            self.requests.append({"path": path, "method": method, "headers": headers})
+            status, data = batch
+            writer.write(
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+            return True
         try:
             request = json.loads(raw or b"{}")
         except json.JSONDecodeError:

@@ -1,0 +1,104 @@
+"""`autointerp estimate CONFIG`: requests, tokens, dollars and wall time of the LLM stages
+before any request is sent (also `--dry-run` on run, explain, score and rescore)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+import typer
+
+from autointerp.cli.common import (
+    LatentsOpt,
+    NoProgressOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    fail,
+    model_stage_errors,
+    one_line,
+    parse_sets,
+    resolve_config,
+    setup_logging,
+)
+from autointerp.config import RunConfig
+
+DryRunOpt = typer.Option(
+    False, "--dry-run", help="print what the LLM calls would cost (autointerp estimate); send none"
+)
+
+
+def print_estimate(
+    run_dir: Path,
+    cfg: RunConfig,
+    stages: Sequence[str],
+    *,
+    hookpoints: Sequence[str] | None = None,
+    latents: Sequence[int] | None = None,
+    scorers: Sequence[str] | None = None,
+    explanations: pl.DataFrame | None = None,
+    sample: int | None = None,
+    as_json: bool = False,
+) -> None:
+    """Estimate, keep it in the run directory (``estimate.json``) and print it."""
+    from autointerp.cost import estimate, format_estimate, save_estimate
+    from autointerp.cost.budget import estimate_json
+
+    est = estimate(run_dir, cfg, stages, hookpoints, latents, scorers, explanations, sample)
+    save_estimate(run_dir, est)
+    if as_json:
+        typer.echo(estimate_json(est))
+        return
+    for line in format_estimate(est):
+        typer.echo(line)
+    cap = cfg.llm.max_cost_usd
+    if cap is not None:
+        verdict = "exceeds" if est.total.cost_usd > cap else "is within"
+        typer.echo(f"the estimate {verdict} llm.max_cost_usd=${cap:,.2f}")
+
+
+@app.command()
+def estimate(
+    config: Path = typer.Argument(..., help="YAML config of the run (see configs/)"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="override run_dir"),
+    stages: str = typer.Option("explain,score", "--stages", help="explain, score or both"),
+    latents: str | None = LatentsOpt,
+    sample: int | None = typer.Option(
+        None, "--sample", help="latents run dry and extrapolated (default llm.estimate_latents)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object instead of a table"),
+    sets: list[str] | None = SetOpt,
+    no_progress: bool = NoProgressOpt,
+    verbose: bool = VerboseOpt,
+) -> None:
+    """What explain and score will send and cost: requests, prompt and completion tokens,
+    dollars (dated price table, llm.prices) and wall time, per stage and in total. The cache
+    and sample stages run first when they have not (they call no LLM)."""
+    from autointerp.sampling.latents import parse_latents
+
+    setup_logging(verbose)
+    overrides = {"run_dir": str(run_dir) if run_dir else None, **parse_sets(sets)}
+    cfg = resolve_config(config, overrides)
+    chosen = [s.strip() for s in stages.split(",") if s.strip()]
+    try:
+        prepare_examples(cfg, not no_progress)
+        print_estimate(
+            Path(cfg.run_dir),
+            cfg,
+            chosen,
+            latents=parse_latents(latents),
+            sample=sample,
+            as_json=as_json,
+        )
+    except model_stage_errors() as exc:
+        fail(one_line(exc))
+
+
+def prepare_examples(cfg: RunConfig, progress: bool) -> None:
+    """The free stages an estimate needs (cache, sample), when they have not run."""
+    from autointerp.pipeline import run_pipeline
+    from autointerp.runner.examples import example_hookpoints
+
+    if not example_hookpoints(Path(cfg.run_dir)):
+        run_pipeline(cfg, ["cache", "sample"], progress=progress)

@@ -1,0 +1,1 @@
+"""Batch APIs: requests collected into JSONL jobs, submitted, polled and resumed."""

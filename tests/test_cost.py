@@ -1,0 +1,161 @@
+"""Estimates, the cost cap and actual-vs-estimate, against the fake OpenAI-compatible server
+(the requests the server receives are the reference the estimate must match)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from fake_server import FakeServer
+from llm_helpers import SECRET
+from scripted_judge import ScriptedJudge
+from stage_helpers import copy_run, served, synthetic_run
+from typer.testing import CliRunner
+
+from autointerp.cli import app
+from autointerp.cost import BudgetExceeded, estimate
+from autointerp.explainers.run import explain
+from autointerp.llm.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, TokenCounter
+from autointerp.llm.types import ChatMessage, LLMRequest
+from autointerp.pipeline import run_pipeline
+from autointerp.scorers.run import score
+
+N_LAT = 20
+COUNTER = TokenCounter()
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_run(tmp_path_factory.mktemp("base"), N_LAT)
+
+
+@pytest.fixture
+def run(base_run: Path, tmp_path: Path) -> Path:
+    return copy_run(base_run, tmp_path)
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", SECRET)
+    srv = FakeServer(responder=ScriptedJudge(record=False)).start()
+    yield srv
+    srv.stop()
+
+
+def _sent(server: FakeServer, stage: str | None = None) -> list[LLMRequest]:
+    out = []
+    for r in server.requests:
+        if not r["path"].endswith("/chat/completions"):
+            continue
+        msgs = r["body"]["messages"]
+        is_explain = "You describe one feature" in msgs[0]["content"]
+        if stage is None or (stage == "explain") == is_explain:
+            out.append(LLMRequest(messages=[ChatMessage(**m) for m in msgs]))
+    return out
+
+
+def test_approximate_counter_formula() -> None:
+    req = LLMRequest(
+        messages=[
+            ChatMessage(role="system", content="x" * 10),
+            ChatMessage(role="user", content="y"),
+        ]
+    )
+    assert COUNTER.prompt(req) == 3 + MESSAGE_OVERHEAD + 1 + MESSAGE_OVERHEAD + REPLY_OVERHEAD
+
+
+def test_estimate_matches_what_the_server_receives(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server, **{"score.scorers": ["detection", "fuzzing"]})
+    est = estimate(run, cfg, sample=N_LAT, counter=COUNTER)
+    assert server.hits == 0  # an estimate sends nothing
+    assert est.latents == est.latents_sampled == N_LAT
+    explain(run, cfg, progress=False)
+    score(run, cfg, progress=False)
+    explain_sent = _sent(server, "explain")
+    all_sent = _sent(server)
+    # explain prompts depend on nothing the model answers: exact
+    assert est.stages["explain"].requests == len(explain_sent)
+    assert est.stages["explain"].prompt_tokens == sum(COUNTER.prompt(r) for r in explain_sent)
+    # score prompts hold the explanation (the baseline's in the estimate): within 5%
+    assert est.total.requests == len(all_sent)
+    actual = sum(COUNTER.prompt(r) for r in all_sent)
+    assert abs(est.total.prompt_tokens - actual) / actual < 0.05
+    # dollars at the dated price of gpt-4o-mini (0.15 / 0.60 per 1M tokens)
+    s = est.stages["explain"]
+    assert s.cost_usd == pytest.approx((s.prompt_tokens * 0.15 + s.completion_tokens * 0.6) / 1e6)
+    assert est.total.cost_usd_ci == pytest.approx((est.total.cost_usd, est.total.cost_usd))
+
+
+def test_sampled_estimate_extrapolates_with_an_interval(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server)
+    full = estimate(run, cfg, stages=["explain"], sample=N_LAT, counter=COUNTER)
+    part = estimate(run, cfg, stages=["explain"], sample=8, counter=COUNTER)
+    assert part.latents_sampled == 8 and part.latents == N_LAT
+    lo, hi = part.total.cost_usd_ci
+    assert lo < part.total.cost_usd < hi
+    assert lo <= full.total.cost_usd <= hi
+    assert part.total.requests == pytest.approx(full.total.requests, rel=0.25)
+
+
+def test_answered_requests_are_free(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server)
+    explain(run, cfg, progress=False)
+    hits = server.hits
+    est = estimate(run, cfg, stages=["explain"], counter=COUNTER)
+    assert server.hits == hits
+    s = est.stages["explain"]
+    assert s.cached_requests == s.requests > 0
+    assert s.prompt_tokens == 0 and s.cost_usd == 0.0
+
+
+def test_cost_cap_stops_before_the_first_request(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server, **{"llm.max_cost_usd": 1e-6})
+    with pytest.raises(BudgetExceeded, match=r"exceeds llm.max_cost_usd=\$0.00"):
+        explain(run, cfg, progress=False)
+    with pytest.raises(BudgetExceeded, match="llm.max_cost_usd"):
+        run_pipeline(cfg, ["explain", "score"], progress=False)
+    assert server.hits == 0
+    assert not (run / "explanations.parquet").exists()
+    # the CLI: one line naming the setting, exit code 2
+    conf = run / "capped.yaml"
+    conf.write_text(json.dumps({"llm": cfg.llm.model_dump(mode="json", exclude={"prices"})}))
+    res = CliRunner().invoke(app, ["explain", str(run), "--config", str(conf), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "llm.max_cost_usd" in res.output and server.hits == 0
+
+
+def test_spend_is_reported_against_the_estimate(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server, **{"llm.max_cost_usd": 100.0, "score.scorers": ["detection"]})
+    run_pipeline(cfg, ["explain", "score"], progress=False)
+    saved = json.loads((run / "estimate.json").read_text())
+    lines = [json.loads(x) for x in (run / "llm_usage.jsonl").read_text().splitlines()]
+    assert [u["stage"] for u in lines] == ["explain", "score"]
+    for u in lines:
+        parts = [v for k, v in saved["stages"].items() if k.split(":")[0] == u["stage"]]
+        assert u["estimated_cost_usd"] == pytest.approx(sum(p["cost_usd"] for p in parts))
+        assert u["estimated_requests"] == sum(p["requests"] for p in parts) == u["requests"]
+        assert u["cost_usd"] > 0
+
+
+def test_cli_estimate_and_dry_run_send_nothing(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server)
+    conf = run / "run.yaml"
+    body = {"run_dir": str(run), "llm": cfg.llm.model_dump(mode="json", exclude={"prices"})}
+    conf.write_text(json.dumps(body))
+    res = CliRunner().invoke(app, ["estimate", str(conf), "--json", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    est = json.loads(res.output.strip().splitlines()[-1])
+    assert est["latents"] == N_LAT and est["total"]["requests"] > 0
+    assert set(est["stages"]) == {"explain", "score:detection", "score:fuzzing"}
+    res = CliRunner().invoke(app, ["explain", str(run), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "total" in res.output and "prices of 2025-06-01" in res.output
+    explain(run, cfg, progress=False)
+    hits = server.hits
+    res = CliRunner().invoke(app, ["score", str(run), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert server.hits == hits
+    assert not (run / "scores").exists() or not list((run / "scores").glob("*.parquet"))
+    assert pl.read_parquet(run / "explanations.parquet").height > 0
