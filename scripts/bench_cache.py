@@ -11,8 +11,17 @@ peak_rss_mb_ctx<C>_<s>N for every run, rss_growth_max (the largest peak RSS rati
 largest scale to the smallest, over the context lengths), overhead_ratio (the smallest, over
 the context lengths, of full cache / limit tokens/s at N) and context.
 
+With ``--synthetic`` it first measures the host ceiling: the whole cache stage (same code,
+same files) fed by random sparse codes at memory speed instead of a model
+(autointerp/cache/synthetic.py), at L0 32 and 128 with 4,096 and 65,536 latents, each in a
+fresh process: ``host_ceiling_tok_s`` (tokens / wall seconds of forward + merge, keyed
+``l0_<L0>_latents_<N>``), ``host_cpu_ns_per_token`` (CPU time of all the stage's threads: a
+figure that load on a shared machine distorts less) and the peak RSS of each run.
+``--no-model`` skips the model runs.
+
     python scripts/bench_cache.py [--n-tokens 262144] [--ctx-len 64 256] [--scales 1 4 16]
         [--batch-size B] [--model DIR] [--sae DIR] [--device auto]
+        [--synthetic [--synthetic-tokens 2097152] [--no-model]]
 
 The batch size defaults to 64 windows at ctx_len <= 64 and 8,192 tokens above (32 at 256).
 """
@@ -117,12 +126,58 @@ def child_cache(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(args: argparse.Namespace, mode: str, n_tokens: int, run_dir: Path) -> dict:
+SYNTHETIC = [(32, 4096), (128, 4096), (32, 65536), (128, 65536)]  # (L0, latents)
+
+
+def child_synthetic(args: argparse.Namespace) -> dict[str, Any]:
+    from autointerp.cache.run import cache_prepared
+    from autointerp.cache.synthetic import synthetic_prepared
+
+    cfg = make_config(args, Path(args.run_dir), args.n_tokens)
+    prep = synthetic_prepared(cfg, args.l0, args.n_latents)
+    timings: dict[str, float] = {}
+    cache_prepared(cfg, prep, progress=False, timings=timings)
+    n_tokens = prep.n_windows * cfg.cache.ctx_len
+    wall = timings["forward_s"] + timings["merge_s"]
+    cpu = timings["forward_cpu_s"] + timings["merge_cpu_s"]
+    return {
+        "tokens": n_tokens,
+        "tokens_per_s": n_tokens / wall,
+        "cpu_ns_per_token": cpu / n_tokens * 1e9,
+        **{k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def bench_synthetic(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    ceiling, cpu, rss, timings = {}, {}, {}, {}
+    args.ctx_len, args.batch_size = 64, 64
+    for l0, n_latents in SYNTHETIC:
+        key = f"l0_{l0}_latents_{n_latents}"
+        extra = ("--l0", str(l0), "--n-latents", str(n_latents))
+        r = run_child(args, "synthetic", args.synthetic_tokens, work / key, extra)
+        shutil.rmtree(work / key, ignore_errors=True)
+        ceiling[key] = round(r["tokens_per_s"])
+        cpu[key] = round(r["cpu_ns_per_token"])
+        rss[key] = round(r["peak_rss_mb"], 1)
+        timings[key] = {k: r[k] for k in ("forward_s", "merge_s", "forward_cpu_s", "merge_cpu_s")}
+    return {
+        "synthetic_tokens": args.synthetic_tokens,
+        "host_cpu_ns_per_token": cpu,
+        "host_peak_rss_mb": rss,
+        "host_timings": timings,
+        "host_ceiling_tok_s": ceiling,
+    }
+
+
+def run_child(
+    args: argparse.Namespace, mode: str, n_tokens: int, run_dir: Path, extra: tuple[str, ...] = ()
+) -> dict:
     """Run one mode in a fresh process; returns its JSON plus its own peak RSS (wait4)."""
     cmd = [sys.executable, __file__, "--child", mode, "--n-tokens", str(n_tokens)]
     cmd += ["--run-dir", str(run_dir), "--model", args.model, "--sae", args.sae]
-    cmd += ["--hookpoint", args.hookpoint, "--device", args.device, "--dataset", args.dataset]
-    cmd += ["--ctx-len", str(args.ctx_len), "--batch-size", str(args.batch_size)]
+    cmd += ["--hookpoint", args.hookpoint, "--device", args.device]
+    cmd += ["--dataset", args.dataset] if args.dataset else []
+    cmd += ["--ctx-len", str(args.ctx_len), "--batch-size", str(args.batch_size), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -187,22 +242,32 @@ def main() -> None:
     p.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--dataset", default=None, help="default: the stdlib text, repeated as needed")
-    p.add_argument("--child", choices=["limit", "cache"], default=None)
+    p.add_argument("--synthetic", action="store_true", help="also measure the host ceiling")
+    p.add_argument("--synthetic-tokens", type=int, default=2_097_152)
+    p.add_argument("--no-model", action="store_true", help="skip the model runs")
+    p.add_argument("--l0", type=int, default=32)
+    p.add_argument("--n-latents", type=int, default=4096)
+    p.add_argument("--child", choices=["limit", "cache", "synthetic"], default=None)
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
     if args.child:
         args.ctx_len = args.ctx_len[0]
-        result = child_limit(args) if args.child == "limit" else child_cache(args)
+        child = {"limit": child_limit, "cache": child_cache, "synthetic": child_synthetic}
+        result = child[args.child](args)
         print(json.dumps(result))
         return
     work = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     report: dict[str, Any] = {"n_tokens": args.n_tokens, "scales": args.scales}
-    batch_size = args.batch_size
+    batch_size, ctx_lens = args.batch_size, args.ctx_len
     try:
-        if args.dataset is None:
+        if args.synthetic:
+            report.update(bench_synthetic(args, work))
+        if args.no_model:
+            ctx_lens = []
+        elif args.dataset is None:
             top = args.n_tokens * max(args.scales)
             args.dataset = write_dataset(work / "text.jsonl", top)
-        for ctx in args.ctx_len:
+        for ctx in ctx_lens:
             args.ctx_len = ctx
             args.batch_size = batch_size or (64 if ctx <= 64 else max(1, 8192 // ctx))
             report.update(bench_ctx(args, work))
@@ -210,9 +275,11 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ctxs = [k for k in report if k.startswith("rss_growth_ctx")]
-    report["rss_growth_max"] = max(report[k] for k in ctxs)
     ratios = [v for k, v in report.items() if k.startswith("overhead_ratio_ctx")]
-    report["overhead_ratio"] = min(ratios)
+    if ctxs:
+        report["rss_growth_max"] = max(report[k] for k in ctxs)
+        report["overhead_ratio"] = min(ratios)
+    report["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report))
 
 

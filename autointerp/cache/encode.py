@@ -90,7 +90,7 @@ class SparseEncoder:
                 flat = x.reshape(-1, x.shape[-1]).to(self._dtypes[spec])
                 sparse = coder.encode_sparse(flat)
             if self.device.type == "cuda":
-                out[spec] = _gather_on_device(sparse, width, off)
+                out[spec] = gather_packed(sparse, width, off)
             else:
                 rows = sparse.rows
                 nz = Nonzeros(
@@ -103,25 +103,29 @@ class SparseEncoder:
         return out
 
 
-def _gather_on_device(sparse: SparseBatch, width: int, off: int) -> Nonzeros:
-    """Sort by latent, convert and pack the four columns on the device, then one asynchronous
-    copy into pinned host memory (14 bytes a nonzero) and the columns as views of it.
+def gather_packed(sparse: SparseBatch, width: int, off: int) -> Nonzeros:
+    """Sort by latent, convert and pack the four columns where ``sparse`` lives, then one copy
+    to the host (14 bytes a nonzero): on CUDA asynchronous, into pinned memory. The columns
+    are views of that buffer.
 
-    Rows of ``sparse`` are in (row) order, so the stable sort keeps (seq, pos) order within a
-    latent, as ``sort_batch`` does on the CPU. (CUDA only; not measured on a GPU yet.)
+    Rows of ``sparse`` are in row order, so the stable sort keeps (seq, pos) order within a
+    latent, as ``sort_batch`` does. Used on CUDA (not measured on a GPU yet); runs anywhere.
     """
+    device = sparse.latents.device
+    cuda = device.type == "cuda"
     latent, order = torch.sort(sparse.latents.to(torch.int32), stable=True)
     rows = sparse.rows[order]
     n = int(latent.numel())
-    packed = torch.empty(14 * n, dtype=torch.uint8, device=latent.device)
+    packed = torch.empty(14 * n, dtype=torch.uint8, device=device)
     packed[: 4 * n].view(torch.int32).copy_(latent)
     packed[4 * n : 8 * n].view(torch.int32).copy_(torch.div(rows, width, rounding_mode="floor"))
     packed[8 * n : 12 * n].view(torch.float32).copy_(sparse.values[order])
     packed[12 * n :].view(torch.int16).copy_(rows % width + off)
-    host = torch.empty(14 * n, dtype=torch.uint8, pin_memory=True)
-    host.copy_(packed, non_blocking=True)
-    torch.cuda.current_stream(latent.device).synchronize()
-    buf = host.numpy()  # its base keeps the pinned tensor alive
+    host = torch.empty(14 * n, dtype=torch.uint8, pin_memory=cuda)
+    host.copy_(packed, non_blocking=cuda)
+    if cuda:
+        torch.cuda.current_stream(device).synchronize()
+    buf = host.numpy()  # its base keeps the (pinned) tensor alive
     return Nonzeros(
         latent=buf[: 4 * n].view(np.int32),
         seq=buf[4 * n : 8 * n].view(np.int32),

@@ -47,7 +47,8 @@ def cache_activations(
 
     Everything is validated first (model, hookpoints, coders, widths, dataset, existing files);
     ``run.yaml`` is written only once that passed. ``timings``, when given, receives the
-    seconds spent preparing, in the forward pass and merging.
+    seconds spent preparing, in the forward pass and merging (wall clock, and CPU time of the
+    process's threads together: ``*_cpu_s``).
     """
     timings = timings if timings is not None else {}
     t0 = time.perf_counter()
@@ -73,12 +74,13 @@ def cache_prepared(
     if todo:
         for job in todo:
             begin(job.layout, job.fingerprint, job.state)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         n_chunks, n_seqs = _forward(config, prep, todo, progress)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         for job in todo:
             _merge(config, prep, job, n_chunks, n_seqs)
         timings.update(forward_s=t2 - t1, merge_s=time.perf_counter() - t2)
+        timings.update(forward_cpu_s=c2 - c1, merge_cpu_s=time.process_time() - c2)
     return {j.hookpoint.spec: j.layout.root for j in prep.jobs}
 
 
