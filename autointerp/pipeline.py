@@ -46,7 +46,20 @@ def run_pipeline(
     latents: Sequence[int] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the chosen stages (default: all) in order; returns what each produced."""
+    """Run the chosen stages (default: all) in order; returns what each produced. One
+    process at a time per run directory (runner/lock.py)."""
+    from autointerp.runner.lock import run_lock
+
+    with run_lock(config.run_dir, "run"):
+        return _run_stages(config, stages, latents, progress)
+
+
+def _run_stages(
+    config: RunConfig,
+    stages: Sequence[str] | None,
+    latents: Sequence[int] | None,
+    progress: bool,
+) -> dict[str, Any]:
     from autointerp.cache import cache_activations
     from autointerp.explainers.run import explain
     from autointerp.sampling.build import build_examples

@@ -140,6 +140,7 @@ class FakeServer:
         self.requests: list[dict[str, Any]] = []
         # (wall time, "hit" or "answered", hash of the request body): what was asked again
         self.events: list[tuple[float, str, str]] = []
+        self.events_file: Any = None  # an open text file: each event also written as a line
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -197,6 +198,13 @@ class FakeServer:
         assert self._server is not None
         await self._server.serve_forever()
 
+    def _event(self, kind: str, key: str) -> None:
+        event = (time.time(), kind, key)
+        self.events.append(event)
+        if self.events_file is not None:
+            self.events_file.write(f"{event[0]:.6f} {kind} {key}\n")
+            self.events_file.flush()
+
     # -- HTTP -------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -232,7 +240,7 @@ class FakeServer:
     ) -> bool:
         self.hits += 1
         body_key = hashlib.sha256(raw).hexdigest()
-        self.events.append((time.time(), "hit", body_key))
+        self._event("hit", body_key)
         batch = fake_batch.handle(
             self.batch,
             self.responder,
@@ -290,7 +298,7 @@ class FakeServer:
             + data
         )
         await writer.drain()
-        self.events.append((time.time(), "answered", body_key))
+        self._event("answered", body_key)
         return True
 
 
@@ -304,6 +312,7 @@ def main() -> None:
         default="echo",
         help="echo the prompt, or answer explain/score prompts (tests/scripted_judge.py)",
     )
+    parser.add_argument("--events", help="append each hit and answer to this file")
     args = parser.parse_args()
     responder: Responder = default_responder
     if args.responder == "judge":
@@ -316,6 +325,8 @@ def main() -> None:
         responder = ScriptedJudge(record=False)
     server = FakeServer(latency=args.latency, responder=responder)
     server.port = args.port
+    if args.events:
+        server.events_file = open(args.events, "a")  # noqa: SIM115 - open while serving
     asyncio.run(server.serve())
 
 
