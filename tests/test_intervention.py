@@ -28,7 +28,7 @@ from autointerp.sampling import SampleConfig
 from autointerp.sampling.build import build_examples
 from autointerp.scorers.base import KEY_SCHEMA, SCORE_SCHEMA, ScoreContext
 from autointerp.scorers.calibration import Calibrator
-from autointerp.scorers.intervention import InterventionScorer
+from autointerp.scorers.intervention import InterventionScorer, distractor_order
 from autointerp.scorers.intervention_data import generate, store_path
 from autointerp.scorers.run import score
 from autointerp.subject.model import load_subject
@@ -147,6 +147,7 @@ def test_correct_explanation_beats_a_wrong_one_on_both_scores(demo, tmp_path, mo
         cfg = load_config(None, over)
         s = InterventionScorer(ScoreContext(cfg.score, 0, cfg.llm.model, "openai"))
         s._data[HP] = data
+        s._orders[HP] = {0: distractor_order(sorted(data), 0, 0, HP)}  # what prepare sets
         ex = LatentExamples(HP, 0, [], Vocab.__new__(Vocab))
 
         async def go(expl: str):
@@ -199,12 +200,14 @@ def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path, monkeypatch) -> Non
     assert ((ok["kl"] - 0.5).abs() <= 0.05).all() and (ok["judge_accuracy_chance"] == 1 / 3).all()
     assert ok["surprisal_score"].is_finite().all() and ok["judge_accuracy"].is_finite().all()
     views = read_views(run, HP)
-    assert set(views) == set(range(2, 7)) and views[3]["lens_top"][0] == " return"
+    # the batch and the distractors its judge prompts need (all other latents: 8 in the run)
+    assert set(views) == set(range(8)) and views[3]["lens_top"][0] == " return"
     stamp = os.stat(store_path(run, HP)).st_mtime_ns
     again = score(run, cfg, scorers=["intervention"], latents=range(2, 7), progress=False)
     assert pl.read_parquet(again["intervention"]).height == df.height
     assert os.stat(store_path(run, HP)).st_mtime_ns == stamp  # nothing recalibrated
-    assert writes == [[2, 3], [4, 5], [6]]
+    assert writes[:3] == [[2, 3], [4, 5], [6]]  # the batch, then the missing distractors
+    assert sorted(x for w in writes[3:] for x in w) == [0, 1, 7]
     ex = pl.read_parquet(paths["intervention"].with_name("intervention.examples.parquet"))
     assert set(ex["task"].unique()) == {"surprisal", "judge"}
     doc = (Path(__file__).parents[1] / "docs" / "intervention.md").read_text()
@@ -215,4 +218,7 @@ def test_demo_run_lexical_end_to_end_resumes(tmp_path: Path, monkeypatch) -> Non
     out = load_config(None, {**over, "explain.explainer": "output", "explain.top_tokens": 3})
     path = explain(run, out, latents=[3], progress=False)
     got = pl.read_parquet(path).filter((pl.col("explainer") == "output") & (pl.col("latent") == 3))
-    assert got["explanation"][0].startswith('tokens: " return"'), got["explanation"][0]
+    # the lexical baseline lists the steering view's top tokens (computed on train prompts)
+    top = read_views(run, HP)[3]["steer_top"][:3]
+    assert " return" in top
+    assert got["explanation"][0] == "tokens: " + ", ".join(json.dumps(t) for t in top)

@@ -86,6 +86,9 @@ def summary_html(summary: dict[str, Any], scores: pl.DataFrame) -> str:
             {
                 **r,
                 "config_hash": str(r["config_hash"])[:8],
+                "set": str(r.get("explanation_set"))[:8],
+                "judge": str(r.get("judge"))
+                + (f" @ {r['judge_endpoint']}" if r.get("judge_endpoint") else ""),
                 "mean [95% CI]": f"{_fmt(r['mean'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]",
                 **(
                     {
@@ -98,10 +101,11 @@ def summary_html(summary: dict[str, Any], scores: pl.DataFrame) -> str:
             }
             for r in scores.to_dicts()
         ]
-        cols = ["scorer", "explainer", "config_hash", "metric", "mean [95% CI]", "chance",
-                "scored", "skipped", "failed", "examples_lost"]  # fmt: skip
+        cols = ["scorer", "explainer", "set", "judge", "config_hash", "metric",
+                "mean [95% CI]", "n", "chance", "scored", "skipped", "failed",
+                "examples_lost"]  # fmt: skip
         if control:
-            cols[5:5] = ["control", "control mean [95% CI]"]
+            cols[8:8] = ["control", "control mean [95% CI]", "control_n"]
         parts.append(table(rows, cols, "scores"))
     return "\n".join(parts)
 
