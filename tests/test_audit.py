@@ -150,7 +150,7 @@ def test_audit_files_summary_and_leak_flag(tmp_path: Path) -> None:
     assert dict(df.schema) == AUDIT_SCHEMA
     doc = (DOCS / "score.md").read_text()
     assert all(f"`{c}`" in doc for c in AUDIT_SCHEMA)
-    assert "`<scorer>.audit.parquet`" in doc
+    assert "`scores/<scorer>.audit.parquet`" in doc
     assert df["latent"].n_unique() == 30 and (df["n_examples"] == 40).all()
     assert (df["n_positive"] == 20).all()
     ceil = df.filter(pl.col("cue") == CEILING)
@@ -207,7 +207,7 @@ def test_sampled_windows_carry_no_cue(scored_run: Path, scorer: str) -> None:
     chance (+0.06 for the noise of ~46 latents). Before the fixes fuzzing's offset cue and
     detection's BOS cue were far above it."""
     summary = audit_summary(scored_run, [scorer])
-    assert summary.height > 5
+    assert summary.height >= 3  # detection: length, special tokens, ceiling
     worst = summary.sort("mean", descending=True).row(0, named=True)
     assert worst["mean"] < 0.56, worst
     assert summary["latents"].min() >= 40
@@ -220,5 +220,12 @@ def test_examples_record_what_the_judge_was_shown(scored_run: Path) -> None:
     assert (fz["highlighted"].list.len() >= 1).all()  # wrong/contrast borrow real masks
     det = pl.read_parquet(scored_run / "scores" / "detection.examples.parquet")
     assert det["highlighted"].is_null().all()
-    # BOS (id 0 in the synthetic cache) is never shown: windows start after it
-    assert (det["start"] >= 1).all() and (det["shown_special"] == 0).all()
+    # shown_special counts the special tokens of the window (ids 0 BOS, 1 EOS); BOS (only at
+    # position 0 of a sequence) is never shown: windows start after it
+    [path] = (scored_run / "examples").glob("*.parquet")
+    windows = pl.read_parquet(path).select("latent", "seq_id", "start", "tokens")
+    joined = det.join(windows, on=["latent", "seq_id", "start"], how="left")
+    special = joined["tokens"].list.eval(pl.element().is_in([0, 1]).sum()).list.first()
+    assert (joined["shown_special"] == special).all() and special.sum() > 0
+    assert (det["start"] >= 1).all() and not joined["tokens"].list.contains(0).any()
+    assert (joined["shown_tokens"] == joined["tokens"].list.len()).all()

@@ -22,7 +22,7 @@ from stage_helpers import copy_run, served, synthetic_run
 
 from autointerp.config import DEMO_MODEL, load_config
 from autointerp.explainers.run import explain
-from autointerp.runner.examples import iter_latent_examples
+from autointerp.runner.examples import highlight_mask, iter_latent_examples
 from autointerp.scorers.base import ScoreContext
 from autointerp.scorers.intruder import IntruderScorer
 from autointerp.scorers.rescore import rescore
@@ -75,8 +75,9 @@ def activating_latents(run: Path) -> dict[str, set[int]]:
 
 
 def bare(text: str) -> str:
-    """Text without any < or > (the marks; random windows hold such characters too)."""
-    return text.replace("<", "").replace(">", "")
+    """Text without any < or > (the marks; random windows hold such characters too, shown as
+    ‹ / › where they touch a mark)."""
+    return text.replace("<", "").replace(">", "").replace("‹", "").replace("›", "")
 
 
 class Judge:
@@ -205,7 +206,10 @@ def test_prompts_never_depend_on_the_explanation(run: Path, fake) -> None:
     assert df.height == 6 and (df["n_cached_requests"] == df["n_requests"]).all()
 
 
-def test_contrast_intruder_borrows_a_members_highlights(run: Path) -> None:
+def test_contrast_intruder_borrows_an_unshown_windows_highlights(run: Path) -> None:
+    """The contrast intruder's marks are those of an activating window of the prompt's bin
+    that the prompt does NOT show (a shown member's exact marks would pair it with that
+    member); a member's only when the bin has no other window."""
     cfg = load_config(None, {"run_dir": str(run)})
     ctx = ScoreContext(config=cfg.score, seed=0, llm_model="lexical", backend="lexical")
     scorer = IntruderScorer(ctx)
@@ -217,10 +221,16 @@ def test_contrast_intruder_borrows_a_members_highlights(run: Path) -> None:
     for ex in iter_latent_examples(run, hp, vocab, ["test"], list(range(2, N_LAT))):
         prompts, why = scorer.prompts(ex, "test")
         assert why is None and len(prompts) == want[ex.latent]
+        thr = cfg.score.highlight_threshold
         for p in prompts:
             members = [m for i, m in enumerate(p.masks) if i != p.intruder]
             intruder = p.masks[p.intruder]
-            assert any(np.array_equal(intruder, m) for m in members)
+            unshown = [
+                highlight_mask(r["activations_norm"], thr)
+                for r in ex.windows("test", "activating")
+                if not any(r is q for q in p.rows)
+            ]
+            assert any(np.array_equal(intruder, m) for m in unshown or members)
             assert p.rows[p.intruder]["kind"] != "activating"
             positions.append(p.intruder)
         again, _ = scorer.prompts(ex, "test")  # seeded: the same prompts every time

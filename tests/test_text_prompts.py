@@ -40,7 +40,8 @@ def test_highlighted_window_round_trips_to_its_tokens(tokenizer) -> None:
         mask = rng.random(len(ids)) < 0.3
         text = highlight(strings, mask)
         plain, spans = highlighted_spans(text)
-        assert plain == "".join(strings) == vocab.text(ids)
+        # a < or > touching a marker is shown as ‹ / › (one character for one)
+        assert plain.replace("‹", "<").replace("›", ">") == "".join(strings) == vocab.text(ids)
         assert spans == token_spans(strings, mask)
         # every highlighted token's text lies inside a marked span, every other outside
         pos = 0
@@ -48,6 +49,36 @@ def test_highlighted_window_round_trips_to_its_tokens(tokenizer) -> None:
             inside = any(a <= pos and pos + len(tok) <= b for a, b in spans)
             assert inside == bool(on) or tok == ""
             pos += len(tok)
+
+
+def test_markers_stay_unambiguous_next_to_shift_operators_and_doctest_prompts() -> None:
+    """Windows holding ``>>>``, ``<<`` or a ``<`` / ``>`` beside a mark: the text never
+    forms ``<<`` / ``>>`` outside the markers, every marked run parses back to exactly its
+    tokens (as shown), and the text between the marks is the window's own (one-for-one)."""
+    from scripted_judge import SPAN
+
+    cases = [
+        ([">>>", " x", " <<", " 2", ">>", "="], [0, 1, 0, 1, 1, 0]),
+        (["a", "<", "<", "<", ">", ">", "b"], [0, 1, 0, 0, 1, 1, 0]),
+        (["x", " <", "y", ">"], [0, 0, 1, 0]),
+        ([">>>", " print", "(", "1", " <<", " 3", ")"], [0, 1, 0, 0, 1, 0, 0]),
+        (["<<<", ">>"], [1, 1]),
+    ]
+    for strings, mask in cases:
+        text = highlight(strings, mask)
+        runs = sum(1 for i, on in enumerate(mask) if on and (i == 0 or not mask[i - 1]))
+        assert text.count("<<") == text.count(">>") == runs, text
+        assert "<<<" not in text and ">>>" not in text
+        plain, spans = highlighted_spans(text)
+        assert len(plain) == len("".join(strings))
+        assert plain.replace("‹", "<").replace("›", ">") == "".join(strings)
+        assert spans == token_spans(strings, mask)
+        marked = ["".join(t for t, on in zip(strings, mask, strict=True) if on)]
+        found = [m.replace("‹", "<").replace("›", ">") for m in SPAN.findall(text)]
+        assert "".join(found) == marked[0]
+    # a window with no mark and no marker-like text is shown exactly as it is
+    assert highlight(["a < b", " > c"], [0, 0]) == "a < b > c"
+    assert highlight([">>>", " x"], [1, 0]) == "<<›››>> x"
 
 
 def test_highlight_merges_runs() -> None:

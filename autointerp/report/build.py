@@ -10,6 +10,7 @@ import polars as pl
 
 from autointerp.output_views import read_views
 from autointerp.report import data, details, html, plots
+from autointerp.scorers.audit import audit_summary
 from autointerp.scorers.summary import summarize
 from autointerp.text import vocab_for
 
@@ -90,7 +91,8 @@ def build_report(
     for asset in ("report.js", "report.css"):
         shutil.copyfile(html.ASSETS / asset, out / asset)
     title = f"autointerp report: {run_dir.resolve().name}"
-    page = html.render_page(title, html.summary_html(summary, means), figures, "plots")
+    audit = audit_summary(run_dir, seed=seed)
+    page = html.render_page(title, html.summary_html(summary, means, audit), figures, "plots")
     (out / "index.html").write_text(page, encoding="utf-8")
     log.info("report: %d explanations, %d latent files -> %s", index.height, n_files, out)
     return out / "index.html"

@@ -52,8 +52,11 @@ def table(rows: list[dict[str, Any]], columns: list[str], cls: str = "") -> str:
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def summary_html(summary: dict[str, Any], scores: pl.DataFrame) -> str:
-    """The run summary: hookpoints, explanation counts, LLM usage, per-scorer means."""
+def summary_html(
+    summary: dict[str, Any], scores: pl.DataFrame, audit: pl.DataFrame | None = None
+) -> str:
+    """The run summary: hookpoints, explanation counts, LLM usage, per-scorer means, and the
+    shortcut audit (``audit``: ``scorers.audit.audit_summary``)."""
     parts = ["<h3>Model and coder</h3>"]
     parts.append(
         table(
@@ -107,7 +110,44 @@ def summary_html(summary: dict[str, Any], scores: pl.DataFrame) -> str:
         if control:
             cols[8:8] = ["control", "control mean [95% CI]", "control_n"]
         parts.append(table(rows, cols, "scores"))
+    if audit is not None and not audit.is_empty():
+        parts.append(audit_html(audit))
     return "\n".join(parts)
+
+
+def audit_html(audit: pl.DataFrame) -> str:
+    """The shortcut audit beside the scores: per scorer, the explanation-free ceiling and the
+    strongest single cue (mean balanced accuracy over latents, 95% CI), and the verdict."""
+    from autointerp.scorers.audit import CHANCE, LEAK_MARGIN, verdicts
+
+    def ci(r: dict[str, Any] | None) -> str:
+        return "n/a" if r is None else f"{_fmt(r['mean'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]"
+
+    rows = []
+    for v in verdicts(audit):
+        c, s = v["ceiling"], v["max_single"]
+        rows.append(
+            {
+                "scorer": v["scorer"],
+                "config_hash": str(v["config_hash"])[:8],
+                "ceiling [95% CI]": ci(c),
+                "strongest cue": s["cue"] if s else "n/a",
+                "cue [95% CI]": ci(s),
+                "chance": CHANCE,
+                "latents": c["latents"] if c else 0,
+                "verdict": "LEAKING: an explanation-free judge beats chance by more than "
+                f"{LEAK_MARGIN}; the score partly measures the cue"
+                if v["leaking"]
+                else f"no leak found (within chance + {LEAK_MARGIN})",
+            }
+        )
+    cols = ["scorer", "config_hash", "ceiling [95% CI]", "strongest cue", "cue [95% CI]",
+            "chance", "latents", "verdict"]  # fmt: skip
+    head = (
+        "<h3>Shortcut audit (explanation-free cue judges on the items each judge was shown; "
+        "balanced accuracy, cross-fitted on other latents)</h3>"
+    )
+    return head + table(rows, cols, "audit")
 
 
 def _jsonable(v: Any) -> Any:

@@ -6,10 +6,12 @@ Each prompt shows ``n - 1`` activating windows of one quantile bin and one intru
 seeded, uniformly random position: a contrast window (``mode: contrast``) or an activating
 window of the most distant quantile bin (``mode: internal``). Every window is highlighted
 alike: activating windows (the intruder too in internal mode) where the latent fires; a
-contrast intruder gets the highlight mask of one of the prompt's own windows (same count,
-same places: the peak sits at a fixed offset in activating windows, so random places would
-give the intruder away). The judge answers the intruder's number; the score is accuracy,
-chance 1/n.
+contrast intruder gets the highlight mask of another activating window of the same quantile
+bin that the prompt does not show (same distribution of count and places; random places, or a
+shown window's exact marks, could give the intruder away: scorers/audit.py measures it); with
+the cache's token counts, of the unshown activating windows' masks with as many marks, the one
+that marks tokens of the intruder as frequent as the donor's own marked tokens. The judge
+answers the intruder's number; the score is accuracy, chance 1/n.
 
 The requests never depend on the explanation (it is not shown), so scoring a latent's
 second explanation repeats the same prompts: the response cache answers them for free.
@@ -28,6 +30,7 @@ from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams
 from autointerp.runner.examples import LatentExamples, highlight_mask
+from autointerp.scorers.audit import closest, mean_log_count, token_log_counts
 from autointerp.scorers.base import (
     KEY_SCHEMA,
     SHOWN_SCHEMA,
@@ -116,8 +119,10 @@ class IntruderScorer(Scorer):
         n = cfg.examples_per_prompt
         rng = seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split, cfg.mode)
         thr = self.config.highlight_threshold
+        counts = getattr(self, "_log_counts", None)
         by_bin: dict[int | None, list[dict[str, Any]]] = {}
-        for r in ex.windows(split, "activating"):
+        act = ex.windows(split, "activating")
+        for r in act:
             by_bin.setdefault(r["quantile"], []).append(r)
         bins = sorted(by_bin, key=lambda b: -1 if b is None else b)
         groups: list[list[tuple[int | None, list[dict[str, Any]]]]] = []
@@ -148,7 +153,22 @@ class IntruderScorer(Scorer):
             if cfg.mode == "internal":
                 mask = highlight_mask(intruder["activations_norm"], thr)
             else:
-                mask = self._borrowed_mask(masks[int(rng.integers(len(masks)))], intruder, rng)
+                # a window of the same bin NOT shown in this prompt lends its mask (a member's
+                # would repeat that member's marks exactly: a tell), else a member's
+                shown = {id(r) for r in members}
+                pool = [r for r in by_bin[b] if id(r) not in shown] or members
+                donor = pool[int(rng.integers(len(pool)))]
+                lent = highlight_mask(donor["activations_norm"], thr)
+                if counts is not None and len(lent) == len(intruder["strings"]):
+                    # of the unshown windows' masks with as many marks, the one marking tokens
+                    # of the intruder as frequent in the cache as the donor's own marked ones
+                    unshown = [r for r in act if id(r) not in shown]
+                    same = [highlight_mask(unshown[int(i)]["activations_norm"], thr)
+                            for i in rng.permutation(len(unshown))]  # fmt: skip
+                    same = [lent] + [m for m in same if m.sum() == lent.sum()]
+                    target = mean_log_count(counts, donor["tokens"], lent)
+                    lent = closest(np.asarray(intruder["tokens"]), same, target, counts)
+                mask = self._borrowed_mask(lent, intruder, rng)
             pos = int(rng.integers(n))
             out.append(
                 Prompt(
@@ -159,6 +179,11 @@ class IntruderScorer(Scorer):
                 )
             )
         return out, None
+
+    def prepare(self, run_dir, config, hookpoint, latents, explanations) -> None:
+        """Token counts of the hookpoint's cache: a contrast intruder's marks are matched to
+        the activating ones in how frequent the marked tokens are (none without a cache)."""
+        self._log_counts = token_log_counts(run_dir, hookpoint)
 
     @staticmethod
     def _borrowed_mask(
