@@ -11,6 +11,11 @@ the same latents with the ``iterative`` explainer and counts its requests (expla
 on held-back train windows, detection on selection) per round (``iterative_*``). Prints, as
 its LAST line, one JSON object.
 
+With delphi installed (bench-only: ``pip install --no-deps eai-delphi==0.1.3``), delphi's
+default explainer, detection and fuzzing prompts are rendered from its package on the SAME
+latents' windows and explanations (scripts/delphi_prompts.py) and counted with the same
+tokenizer and per-message overhead (``delphi_*``, ``ours_to_delphi``); ``--no-delphi`` skips.
+
     python scripts/bench_prompt_cost.py --latents 200 [--examples-per-prompt 10]
 """
 
@@ -109,18 +114,71 @@ def cost_keys(run: Path, latents: list[int], main_requests: list[LLMRequest], n:
     return out
 
 
+def message_tokens(tok, messages: list[dict[str, str]]) -> int:  # type: ignore[no-untyped-def]
+    """Tokens of chat messages, counted as ``token_ids`` counts ours."""
+    return sum(
+        len(tok(m["content"], add_special_tokens=False)["input_ids"]) + MSG_OVERHEAD
+        for m in messages
+    )
+
+
+def delphi_costs(delphi, run: Path, cfg, latents: list[int], tok) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """delphi's explain / detection / fuzzing prompt tokens per latent on our windows, with our
+    selected explanation of each latent as the one its scorers test."""
+    import polars as pl
+
+    from autointerp.runner.examples import iter_latent_examples
+    from autointerp.text import vocab_for
+
+    expl = pl.read_parquet(run / "explanations.parquet").filter(
+        pl.col("selected") & (pl.col("explainer") == cfg.explain.explainer)
+    )
+    text = dict(zip(expl["latent"], expl["explanation"], strict=True))
+    vocab = vocab_for(cfg.subject.model)
+    totals = {"explain": 0, "detection": 0, "fuzzing": 0}
+    requests = dict.fromkeys(totals, 0)
+    n_train = 0
+    for ex in iter_latent_examples(run, "model.layers.1", vocab, ("train", "test"), latents):
+        train = ex.windows("train", "activating")
+        active, silent = ex.windows("test", "activating"), ex.windows("test", "contrast")
+        n_train += min(len(train), 40)
+        e = text.get(ex.latent) or ""
+        prompts = {
+            "explain": [delphi.explain(train)],
+            "detection": delphi.detection(e, active, silent),
+            "fuzzing": delphi.fuzzing(e, active, silent),
+        }
+        for kind, msgs in prompts.items():
+            totals[kind] += sum(message_tokens(tok, m) for m in msgs)
+            requests[kind] += len(msgs)
+    n = max(len(latents), 1)
+    out: dict[str, float] = {}
+    for kind in totals:
+        out[f"delphi_{kind}_prompt_tokens_per_latent"] = round(totals[kind] / n, 1)
+        out[f"delphi_{kind}_requests_per_latent"] = round(requests[kind] / n, 2)
+    out["delphi_total_prompt_tokens_per_latent"] = round(sum(totals.values()) / n, 1)
+    out["delphi_train_windows_per_latent"] = round(n_train / n, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run-dir", type=Path, default=None, help="a sampled run (copied)")
     parser.add_argument("--latents", type=int, default=200)
     parser.add_argument("--n-tokens", type=int, default=262_144)
     parser.add_argument("--examples-per-prompt", type=int, default=None)
+    parser.add_argument("--no-delphi", action="store_true", help="skip the delphi comparison")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from autointerp.explainers.run import explain
     from autointerp.scorers.run import score
 
     record()
+    delphi = None
+    if not args.no_delphi:
+        from delphi_prompts import Delphi
+
+        delphi = Delphi()  # fails here, before any work, when delphi is missing
     tmp = Path(tempfile.mkdtemp(prefix="bench_prompt_cost_"))
     run = tmp / "run"
     if args.run_dir is not None:
@@ -190,6 +248,10 @@ def main() -> None:
     test_windows = json.loads((run / "examples" / "model.layers.1.json").read_text())
     out["test_mix"] = test_windows.get("sample", {}).get("test")
     out.update(cost_keys(run, latents, RECORDED[:n_main], n))
+    if delphi is not None:
+        out.update(delphi_costs(delphi, run, cfg, latents, tok))
+        ours = out["total_prompt_tokens_per_latent"]
+        out["ours_to_delphi"] = round(ours / out["delphi_total_prompt_tokens_per_latent"], 3)
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "llm"))  # fake_server, llm_helpers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """scripts/mutation_check.py: apply the one defect named by AUTOINTERP_MUTATION (only when
+    that variable is set; without it nothing here runs)."""
+    name = os.environ.get("AUTOINTERP_MUTATION")
+    if name:
+        sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+        import mutation_check
+
+        mutation_check.apply(name)
 
 
 def build_tiny_llama(path: Path, vocab_size: int = 96, hidden: int = 32, layers: int = 2) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import scipy.stats
 import torch
 from fake_server import FakeServer
 from llm_helpers import SECRET
@@ -143,3 +144,28 @@ def test_the_explainer_is_shown_train_windows_never_test(base_run: Path, tmp_pat
         texts = [vocab.text(t) for t in ex.filter(pl.col("split") == split)["tokens"].to_list()]
         found = sum(t in plain for t in texts)
         assert (found > 0) == must, (split, found, len(texts))
+
+
+def test_simulation_is_scored_against_the_shown_windows_truth(
+    base_run: Path, tmp_path: Path
+) -> None:
+    """Each latent's Pearson equals scipy's over its windows' tokens, where the truth is the
+    sampled window's activations and the prediction is what the judge answered for it."""
+    df = judged(base_run, tmp_path, ScriptedJudge(), "simulation", "sim")
+    run = tmp_path / "sim" / "run"
+    ex = pl.read_parquet(run / "scores" / "simulation.examples.parquet")
+    windows = pl.read_parquet(run / "examples" / "model.layers.1.parquet").filter(
+        pl.col("split") == "test"
+    )
+    keys = ["latent", "seq_id", "start"]
+    joined = ex.join(windows.select(*keys, "activations"), on=keys, how="left")
+    assert joined.height == ex.height and joined["activations"].null_count() == 0
+    for truth, sampled in zip(joined["truth"], joined["activations"], strict=True):
+        assert np.allclose(truth.to_numpy(), sampled.to_numpy())
+    assert df.height == len(LATENTS)
+    for latent, pearson in zip(df["latent"], df["pearson"], strict=True):
+        rows = ex.filter(pl.col("latent") == latent)
+        truth = np.concatenate([t.to_numpy() for t in rows["truth"]])
+        pred = np.concatenate([p.to_numpy() for p in rows["prediction"]])
+        assert pearson == pytest.approx(scipy.stats.pearsonr(truth, pred)[0], abs=1e-6)
+        assert pearson > 0.9
