@@ -242,7 +242,7 @@ def estimate(
             s["cached"] += 1
             continue
         p = counter.prompt(r.request)
-        c = min(counter.text(r.answer), r.request.sampling.max_tokens)
+        c = min(counter.completion(r.answer), r.request.sampling.max_tokens)
         s["prompt"] += p
         s["completion"] += c
         s["max"] += r.request.sampling.max_tokens
