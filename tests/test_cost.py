@@ -159,3 +159,41 @@ def test_cli_estimate_and_dry_run_send_nothing(run: Path, server: FakeServer) ->
     assert server.hits == hits
     assert not (run / "scores").exists() or not list((run / "scores").glob("*.parquet"))
     assert pl.read_parquet(run / "explanations.parquet").height > 0
+
+
+def _answer_offline(server: FakeServer, requests: Path, outputs: Path) -> None:
+    """What `vllm run-batch` writes: one output line per request line, the answer as the
+    server's responder gives it (here the scripted judge)."""
+    from fake_server import completion_body
+
+    with outputs.open("w") as f:
+        for i, line in enumerate(requests.read_text().splitlines()):
+            d = json.loads(line)
+            body = completion_body(d["body"], server.responder(d["body"]), True)
+            resp = {"status_code": 200, "request_id": f"q{i}", "body": body}
+            f.write(json.dumps({"id": f"r{i}", "custom_id": d["custom_id"], "response": resp}))
+            f.write("\n")
+
+
+def test_offline_batch_round_trip(run: Path, server: FakeServer) -> None:
+    """estimate --write-batch -> (vllm run-batch) -> import-batch -> the stage sends nothing."""
+    cfg = served(run, server)
+    conf = run / "run.yaml"
+    body = {"run_dir": str(run), "llm": cfg.llm.model_dump(mode="json", exclude={"prices"})}
+    conf.write_text(json.dumps(body))
+    reqs, outs = run / "explain.requests.jsonl", run / "explain.outputs.jsonl"
+    args = ["estimate", str(conf), "--stages", "explain", "--write-batch", str(reqs)]
+    res = CliRunner().invoke(app, [*args, "--sample", "3", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in reqs.read_text().splitlines()]
+    assert len(lines) == len({x["custom_id"] for x in lines}) > 3  # every latent, not a sample
+    assert server.hits == 0
+    _answer_offline(server, reqs, outs)
+    res = CliRunner().invoke(app, ["import-batch", str(run), str(outs), "-i", str(reqs)])
+    assert res.exit_code == 0, res.output
+    assert f"{len(lines)} answers imported" in res.output
+    explain(run, cfg, progress=False)
+    assert server.hits == 0  # every answer came from the imported batch
+    expl = pl.read_parquet(run / "explanations.parquet")
+    assert expl["error"].is_null().sum() == len(lines)
+    assert expl["explanation"].str.starts_with('the token "').sum() == len(lines)

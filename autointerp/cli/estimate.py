@@ -40,12 +40,23 @@ def print_estimate(
     explanations: pl.DataFrame | None = None,
     sample: int | None = None,
     as_json: bool = False,
+    write_batch: Path | None = None,
 ) -> None:
     """Estimate, keep it in the run directory (``estimate.json``) and print it."""
     from autointerp.cost import estimate, format_estimate, save_estimate
     from autointerp.cost.budget import estimate_json
 
-    est = estimate(run_dir, cfg, stages, hookpoints, latents, scorers, explanations, sample)
+    est = estimate(
+        run_dir,
+        cfg,
+        stages,
+        hookpoints,
+        latents,
+        scorers,
+        explanations,
+        sample,
+        write_batch=write_batch,
+    )
     save_estimate(run_dir, est)
     if as_json:
         typer.echo(estimate_json(est))
@@ -68,6 +79,12 @@ def estimate(
         None, "--sample", help="latents run dry and extrapolated (default llm.estimate_latents)"
     ),
     as_json: bool = typer.Option(False, "--json", help="one JSON object instead of a table"),
+    write_batch: Path | None = typer.Option(
+        None,
+        "--write-batch",
+        help="also write every latent's requests to this Batch API JSONL (vllm run-batch "
+        "input; one stage at a time: --stages explain, then score)",
+    ),
     sets: list[str] | None = SetOpt,
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
@@ -90,6 +107,7 @@ def estimate(
             latents=parse_latents(latents),
             sample=sample,
             as_json=as_json,
+            write_batch=write_batch,
         )
     except model_stage_errors() as exc:
         fail(one_line(exc))
@@ -102,3 +120,32 @@ def prepare_examples(cfg: RunConfig, progress: bool) -> None:
 
     if not example_hookpoints(Path(cfg.run_dir)):
         run_pipeline(cfg, ["cache", "sample"], progress=progress)
+
+
+@app.command("import-batch")
+def import_batch(
+    run_dir: Path = typer.Argument(..., help="run directory (its llm_cache.sqlite)"),
+    outputs: Path = typer.Argument(..., help="output JSONL of vllm run-batch or a Batch API job"),
+    inputs: Path = typer.Option(
+        ..., "--inputs", "-i", help="the request JSONL (estimate --write-batch)"
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    llm: str | None = typer.Option(None, "--llm", help="backend:model the stage will use"),
+    verbose: bool = VerboseOpt,
+) -> None:
+    """Answers of an offline batch into the run's response cache: the stage run afterwards
+    with the same llm.model finds them there and generates nothing again."""
+    from autointerp.cli.common import run_config
+    from autointerp.llm.batch.offline import import_results
+
+    setup_logging(verbose)
+    cfg = run_config(run_dir, config, {"llm.model": llm})
+    for path in (outputs, inputs):
+        if not path.is_file():
+            fail(f"no file {path}: give the run-batch output and the --inputs JSONL")
+    try:
+        stored, failed = import_results(run_dir, cfg.llm, outputs, inputs)
+    except (ValueError, KeyError) as exc:
+        fail(f"{outputs} is not Batch API output JSONL: {one_line(exc)}")
+        return
+    typer.echo(f"{stored} answers imported into {run_dir / cfg.llm.cache_file} ({failed} failed)")

@@ -187,9 +187,12 @@ def estimate(
     explanations: pl.DataFrame | None = None,
     sample: int | None = None,
     counter: TokenCounter | None = None,
+    write_batch: str | Path | None = None,
 ) -> Estimate:
     """Requests, tokens, dollars and wall time of ``stages`` over every latent to do (or
-    ``latents``; score only: the rows of ``explanations`` when given). Sends nothing."""
+    ``latents``; score only: the rows of ``explanations`` when given). Sends nothing.
+    ``write_batch``: also write every latent's requests there as Batch API JSONL (for
+    ``vllm run-batch``; see docs/cost.md)."""
     from autointerp.runner.examples import require_examples
 
     run_dir = Path(run_dir)
@@ -206,10 +209,14 @@ def estimate(
         run_dir, hps, latents, explanations if "explain" not in stages else None
     )
     n_all = len(population)
-    n = min(sample or config.llm.estimate_latents, n_all)
+    n = n_all if write_batch else min(sample or config.llm.estimate_latents, n_all)
     rng = np.random.default_rng(config.seed)
     picked = sorted(population[i] for i in rng.choice(n_all, size=n, replace=False)) if n else []
     recorded = _dry_run(run_dir, config, stages, picked, scorers, explanations)
+    if write_batch is not None:
+        from autointerp.llm.batch.offline import write_requests
+
+        log.info("wrote %d requests to %s", write_requests(recorded, write_batch), write_batch)
     counter = counter or counter_for(config.llm)
     cached = _cached_keys(run_dir, config, [r.key for r in recorded])
     price = config.llm.prices.get(config.llm.model_name)
@@ -235,7 +242,7 @@ def estimate(
             s["cached"] += 1
             continue
         p = counter.prompt(r.request)
-        c = min(counter.text(r.answer), r.request.sampling.max_tokens)
+        c = min(counter.completion(r.answer), r.request.sampling.max_tokens)
         s["prompt"] += p
         s["completion"] += c
         s["max"] += r.request.sampling.max_tokens

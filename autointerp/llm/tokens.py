@@ -4,6 +4,7 @@ they are on this machine, otherwise a documented approximation (docs/cost.md).""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,16 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 4.0  # English prose and code with a modern BPE of 100k-200k entries
 MESSAGE_OVERHEAD = 4  # role markers and separators of a chat template, per message
 REPLY_OVERHEAD = 3  # the assistant turn's header appended by add_generation_prompt
+# Answers are JSON of digits and punctuation, which BPEs split about one token per piece
+# (chars / 4 counts a third of their tokens): words, single digits and symbols, whitespace runs.
+_PIECES = re.compile(r"[A-Za-z]+|\d|[^\w\s]|\s+")
 
 
 class TokenCounter:
     """``prompt(request)`` and ``text(s)`` token counts. ``tokenizer``: a transformers
     tokenizer (its chat template is applied to chat requests when it has one), or None for the
-    approximation ``ceil(chars / 4)`` per text plus 4 per chat message and 3 for the reply."""
+    approximation ``ceil(chars / 4)`` per text plus 4 per chat message and 3 for the reply
+    (answers: one token per word, digit, symbol or whitespace run)."""
 
     def __init__(self, tokenizer: Any = None, name: str | None = None) -> None:
         self.tokenizer = tokenizer
@@ -34,6 +39,12 @@ class TokenCounter:
         if self.tokenizer is None:
             return -(-len(s) // int(CHARS_PER_TOKEN))
         return len(self.tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    def completion(self, s: str) -> int:
+        """Tokens of an answer: the tokenizer's count, or one per word / digit / symbol."""
+        if self.tokenizer is None:
+            return len(_PIECES.findall(s))
+        return self.text(s)
 
     def prompt_ids(self, request: LLMRequest) -> list[int] | None:
         """The prompt's token ids (None for the approximation)."""

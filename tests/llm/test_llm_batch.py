@@ -151,3 +151,28 @@ def test_batch_needs_an_api_backend() -> None:
 
     with pytest.raises(ValueError, match="llm.batch.enabled needs an openai or openrouter"):
         LLMConfig(model="vllm:some/model", batch={"enabled": True})
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(600)
+def test_vllm_run_batch_accepts_our_lines() -> None:
+    """vLLM's run-batch validates each input line with BatchRequestInput: ours pass, with
+    the JSON schema, logprobs and sampling carried over."""
+    pytest.importorskip("vllm")
+    from vllm.entrypoints.launchers.run_batch import BatchRequestInput
+
+    from autointerp.llm.batch.jobs import request_line
+    from autointerp.scorers.judge import ANSWER_SCHEMA
+
+    req = LLMRequest(
+        messages=[ChatMessage(role="system", content="s"), ChatMessage(role="user", content="u")],
+        json_schema=ANSWER_SCHEMA,
+        logprobs=5,
+    )
+    line = json.loads(json.dumps(request_line("k1", "some/model", req)))
+    parsed = BatchRequestInput.model_validate(line)
+    assert parsed.custom_id == "k1" and parsed.url == "/v1/chat/completions"
+    assert parsed.body.model == "some/model" and parsed.body.top_logprobs == 5
+    assert parsed.body.response_format.json_schema.json_schema == ANSWER_SCHEMA
+    assert [m["content"] for m in parsed.body.messages] == ["s", "u"]
