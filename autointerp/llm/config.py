@@ -51,7 +51,11 @@ class VLLMEngineConfig(BaseModel):
         description="auto: the model's own on a GPU; on a CPU bfloat16 with native bf16 "
         "(avx512_bf16/amx_bf16), else float32 (emulated bf16 is tens of times slower)",
     )
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(
+        None,
+        description="skip torch.compile; None: eager without CUDA (compiling takes minutes on "
+        "a CPU, more than a short run saves), compiled with CUDA",
+    )
     seed: int = 0
     chat_template: str | None = Field(None, description="Jinja template for models without one")
     compact_json: bool = Field(
