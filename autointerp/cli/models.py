@@ -40,7 +40,7 @@ def fetch_model(
     try:
         get_spec(name)
         path = fetch(name, keep_gguf=keep_gguf)
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError, OSError, ImportError) as exc:
         fail(one_line(exc))
         return
     typer.echo(str(path))

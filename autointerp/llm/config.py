@@ -90,6 +90,11 @@ class LLMConfig(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="per HTTP attempt")
+    local_server: bool | None = Field(
+        None,
+        description="the server runs on this machine (no client timeout by default, no price "
+        "warning); None: when base_url is localhost/127.0.0.1/[::1]",
+    )
     local_timeout_s: float | None = Field(
         None,
         gt=0,

@@ -105,6 +105,11 @@ def fetch(name: str, root: Path | None = None, keep_gguf: bool = False) -> Path:
     if (hf / DONE_FILE).is_file():
         log.info("%s already fetched: %s", name, hf)
         return hf
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"converting a GGUF needs {' and '.join(missing)}: pip install 'autointerp[models]'"
+        )
     base.mkdir(parents=True, exist_ok=True)
     gguf = assemble(spec, base)
     convert(spec, gguf, hf)
