@@ -174,6 +174,7 @@ def locate_parts(spec: ModelSpec, base: Path) -> list[Path]:
 
 def assemble(spec: ModelSpec, base: Path) -> Path:
     """``base/model.gguf`` from the parts, verified once (its sha256 is noted beside it)."""
+    base.mkdir(parents=True, exist_ok=True)
     out = base / "model.gguf"
     stamp = base / "model.gguf.sha256"
     if out.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.sha256:
