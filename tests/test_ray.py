@@ -81,6 +81,20 @@ def test_ray_writes_the_same_files_as_one_process(
     assert not list(two.glob("llm_cache.*.sqlite*")) and not (two / "scores" / "_parts").exists()
 
 
+def _busy_worker(run: Path) -> int:
+    """The pid of the Ray worker whose cache shard was written last (a task in progress)."""
+    found: dict[int, float] = {}
+    for shard in run.glob("llm_cache.r*-*.sqlite*"):
+        if shard.name.endswith(".lock"):
+            continue
+        try:
+            pid = int(shard.name.split(".")[1].rsplit("-", 1)[-1])
+            found[pid] = max(found.get(pid, 0.0), shard.stat().st_mtime)
+        except (OSError, ValueError):
+            continue  # merged meanwhile
+    return max(found, key=found.__getitem__)
+
+
 @pytest.mark.slow
 def test_a_ray_worker_killed_mid_run_costs_no_answer_twice(
     ray_cluster: object, base: Path, tmp_path: Path, judge: FakeServer
@@ -102,8 +116,7 @@ def test_a_ray_worker_killed_mid_run_costs_no_answer_twice(
     def kill_one_worker() -> None:
         while len(judge.events) - start < 300:  # of ~1,200 events
             time.sleep(0.01)
-        shard = sorted(run.glob("llm_cache.r*-*.sqlite"))[0]
-        os.kill(int(shard.stem.rsplit("-", 1)[-1]), signal.SIGKILL)
+        os.kill(_busy_worker(run), signal.SIGKILL)
         killed.append(time.time())
 
     killer = threading.Thread(target=kill_one_worker, daemon=True)
