@@ -109,6 +109,7 @@ def calibrate(
     scorers: Sequence[str] | None = None,
     n_tokens: int = 131_072,
     progress: bool = True,
+    latents: Sequence[int] | None = None,
 ) -> pl.DataFrame:
     """Cache, sample and score the planted set with the configured judge; returns (and writes
     to ``calibration.parquet``) the separation table."""
@@ -117,6 +118,12 @@ def calibrate(
     from autointerp.sampling.build import build_examples
     from autointerp.scorers.run import score
 
+    bad = sorted(set(latents or []) - set(range(len(DEFAULT_RULES))))
+    if bad or (latents is not None and len(set(latents)) < 2):
+        raise ValueError(
+            f"--latents must name at least 2 of the planted latents 0..{len(DEFAULT_RULES) - 1}"
+            + (f" (got {bad})" if bad else "")
+        )
     run_dir = Path(run_dir or Path(config.run_dir) / "calibrate")
     cfg = planted_config(config, run_dir, n_tokens)
     names = list(scorers or cfg.score.scorers)
@@ -128,6 +135,8 @@ def calibrate(
     hookpoint = hookpoint_dir.name
     build_examples(run_dir, cfg, progress=progress)
     expl = planted_explanations(hookpoint, [r.explanation for r in DEFAULT_RULES])
+    if latents is not None:  # a subset (a slow judge): each still against latent i+1's text
+        expl = expl.filter(pl.col("latent").is_in(list(latents)))
     paths = score(run_dir, cfg, scorers=names, explanations=expl, progress=progress)
     scores = pl.concat([pl.read_parquet(p) for p in paths.values()], how="diagonal_relaxed")
     kinds = {i: "context" for i, r in enumerate(DEFAULT_RULES) if r.kind in CONTEXT_KINDS}

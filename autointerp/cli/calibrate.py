@@ -31,6 +31,9 @@ def calibrate(
     base_url: str | None = BaseUrlOpt,
     scorers: str | None = typer.Option(None, "--scorers", help="comma list (default: config)"),
     n_tokens: int = typer.Option(131_072, "--n-tokens", help="tokens of Python source cached"),
+    latents: str | None = typer.Option(
+        None, "--latents", help="planted latents to score, e.g. 0:6 (default: all 16)"
+    ),
     no_progress: bool = NoProgressOpt,
     verbose: bool = VerboseOpt,
 ) -> None:
@@ -43,7 +46,11 @@ def calibrate(
     cfg = resolve_config(config, {"llm.model": llm, "llm.base_url": base_url})
     names = [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
     try:
-        table = run_calibrate(cfg, run_dir, names, n_tokens, progress=not no_progress)
+        from autointerp.sampling.latents import parse_latents
+
+        table = run_calibrate(
+            cfg, run_dir, names, n_tokens, progress=not no_progress, latents=parse_latents(latents)
+        )
     except stage_errors() as exc:
         fail(one_line(exc))
         return

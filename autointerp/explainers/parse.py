@@ -91,7 +91,7 @@ async def ask_explanation(
     (a model rambling inside the JSON string) is answered once more, with the cut answer and
     a firmer instruction as the next turns. Returns (explanation, error, the answer used)."""
     response = await llm.generate(request)
-    text, error = parse_explanation(response)
+    text, error = _not_copied(*parse_explanation(response), request)
     if text is not None or response.finish_reason != "length" or not request.messages:
         return text, error, response
     retry = request.model_copy(
@@ -104,5 +104,24 @@ async def ask_explanation(
         }
     )
     second = await llm.generate(retry)
-    text, error = parse_explanation(second)
+    text, error = _not_copied(*parse_explanation(second), request)
     return text, error, second
+
+
+def _not_copied(
+    text: str | None, error: str | None, request: LLMRequest
+) -> tuple[str | None, str | None]:
+    """An error instead of an explanation that repeats a few-shot example's answer (the
+    assistant turns of the request): a small model given examples may copy one verbatim."""
+    if text is None:
+        return text, error
+    shown = {
+        " ".join(v.split()).lower()
+        for m in request.messages or []
+        if m.role == "assistant"
+        for v in [_last_explanation(m.content)]
+        if v
+    }
+    if text.lower() in shown:
+        return None, "the answer repeats a few-shot example's explanation"
+    return text, None

@@ -185,12 +185,20 @@ class LLMClient:
                 except ValueError as e:
                     response.error = f"unparseable JSON output: {e}"
                     log.debug("unparseable JSON (%s); raw text kept: %.200r", e, response.text)
+                    if response.finish_reason == "length":
+                        response.error += " (answer cut at max_tokens)"
+                        break
                     continue
             why = _invalid(request, response)
             if why is None:
                 break
             response.error = f"invalid answer: {why}"
             log.debug("answer fails its task's checks (%s): %.200r", why, response.text)
+            if response.finish_reason == "length":
+                # cut at max_tokens: the same prompt is cut the same way again; the caller
+                # may ask differently (explainers: a firmer instruction)
+                response.error += " (answer cut at max_tokens)"
+                break
         response.attempts = attempts
         response.prompt_tokens = prompt_tokens
         response.completion_tokens = completion_tokens
