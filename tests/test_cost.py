@@ -197,3 +197,19 @@ def test_offline_batch_round_trip(run: Path, server: FakeServer) -> None:
     expl = pl.read_parquet(run / "explanations.parquet")
     assert expl["error"].is_null().sum() == len(lines)
     assert expl["explanation"].str.starts_with('the token "').sum() == len(lines)
+
+
+def test_wall_time_from_rate_limits_and_no_throttled_dry_run(run: Path, server: FakeServer) -> None:
+    """One request a minute: the dry run is not held back by it (it sends nothing); the wall
+    time is the requests / rpm or tokens / tpm, whichever binds."""
+    import time
+
+    cfg = served(run, server, **{"llm.requests_per_minute": 1, "llm.tokens_per_minute": 1e9})
+    t0 = time.monotonic()
+    est = estimate(run, cfg, stages=["explain"], counter=COUNTER)
+    assert time.monotonic() - t0 < 60
+    s = est.stages["explain"]
+    assert s.wall_s == pytest.approx(s.requests * 60.0)
+    cfg = served(run, server, **{"llm.tokens_per_minute": 1000})
+    s = estimate(run, cfg, stages=["explain"], counter=COUNTER).stages["explain"]
+    assert s.wall_s == pytest.approx((s.prompt_tokens + s.completion_tokens) / 1000 * 60.0)

@@ -236,7 +236,7 @@ class LLMClient:
     def _slot(self, tokens: int) -> contextlib.AbstractAsyncContextManager[None]:
         """A concurrency / rate slot; none for a batch backend (requests wait for their job
         there, and the provider's own limits apply to jobs, not requests)."""
-        if getattr(self.backend, "batched", False):
+        if not self.backend.limited:
             return contextlib.nullcontext()
         return self.limits.slot(tokens)
 
