@@ -89,7 +89,8 @@ def estimated_for(run_dir: Path, stage: str) -> dict[str, Any] | None:
     if not parts:
         return None
     return {
-        "estimated_requests": sum(p.requests - p.cached_requests for p in parts),
+        "estimated_requests": sum(p.requests for p in parts),
+        "estimated_cached": sum(p.cached_requests for p in parts),
         "estimated_prompt_tokens": sum(p.prompt_tokens for p in parts),
         "estimated_completion_tokens": sum(p.completion_tokens for p in parts),
         "estimated_cost_usd": sum(p.cost_usd for p in parts),
