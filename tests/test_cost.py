@@ -247,3 +247,16 @@ def test_judge_prompts_share_everything_but_the_explanation(run: Path) -> None:
         assert ra.messages[0] == b[k].messages[0]  # same instructions
         assert ua.startswith(k[2]) and ub.startswith(k[2])
         assert ub.endswith('Description: the token "zzz"') and not ua.endswith('"zzz"')
+
+
+def test_unpriced_local_server_is_free_and_unpriced_api_says_so(run: Path, server) -> None:
+    from autointerp.cost import format_estimate
+
+    cfg = served(run, server, **{"llm.model": "openai:my-served-model"})  # on 127.0.0.1
+    est = estimate(run, cfg, stages=["explain"], sample=4, counter=COUNTER)
+    assert est.local and est.total.cost_usd == 0 and est.total.prompt_tokens > 0
+    assert "free (a model on this machine)" in "\n".join(format_estimate(est))
+    cfg = served(run, server, **{"llm.model": "openai:unpriced", "llm.base_url": None})
+    est = estimate(run, cfg, stages=["explain"], sample=4, counter=COUNTER)
+    assert not est.local and est.price is None and est.total.cost_usd == 0
+    assert "NO PRICE (set llm.prices)" in "\n".join(format_estimate(est))

@@ -114,8 +114,8 @@ def _usd(x: float) -> str:
 def format_estimate(est: Estimate) -> list[str]:
     """The estimate as terminal lines: one per stage, then the total."""
     price = (
-        "free (local model)"
-        if est.price is None and est.model.split(":")[0] in ("vllm", "lexical")
+        "free (a model on this machine)"
+        if est.local
         else "NO PRICE (set llm.prices)"
         if est.price is None
         else f"${est.price.input:g} in / ${est.price.output:g} out per 1M tokens"
