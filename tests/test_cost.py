@@ -197,3 +197,66 @@ def test_offline_batch_round_trip(run: Path, server: FakeServer) -> None:
     expl = pl.read_parquet(run / "explanations.parquet")
     assert expl["error"].is_null().sum() == len(lines)
     assert expl["explanation"].str.starts_with('the token "').sum() == len(lines)
+
+
+def test_wall_time_from_rate_limits_and_no_throttled_dry_run(run: Path, server: FakeServer) -> None:
+    """One request a minute: the dry run is not held back by it (it sends nothing); the wall
+    time is the requests / rpm or tokens / tpm, whichever binds."""
+    import time
+
+    cfg = served(run, server, **{"llm.requests_per_minute": 1, "llm.tokens_per_minute": 1e9})
+    t0 = time.monotonic()
+    est = estimate(run, cfg, stages=["explain"], counter=COUNTER)
+    assert time.monotonic() - t0 < 60
+    s = est.stages["explain"]
+    assert s.wall_s == pytest.approx(s.requests * 60.0)
+    cfg = served(run, server, **{"llm.tokens_per_minute": 1000})
+    s = estimate(run, cfg, stages=["explain"], counter=COUNTER).stages["explain"]
+    assert s.wall_s == pytest.approx((s.prompt_tokens + s.completion_tokens) / 1000 * 60.0)
+
+
+def test_judge_prompts_share_everything_but_the_explanation(run: Path) -> None:
+    """Prefix-cache layout: scoring a latent with two explanations sends prompts identical up
+    to the explanation, which comes last (instructions, then windows, then explanation)."""
+    from autointerp.config import load_config
+    from autointerp.llm.dry import recording
+
+    cfg = load_config(None, {"run_dir": str(run), "score.scorers": ["detection", "fuzzing"]})
+    explain(run, cfg, progress=False)
+    first = pl.read_parquet(run / "explanations.parquet").filter(pl.col("status") == "ok")
+    other = first.with_columns(
+        pl.lit('the token "zzz"').alias("explanation"),
+        (pl.col("explanation_id") + "-b").alias("explanation_id"),
+    )
+    sent = {}
+    for name, expl in (("a", first), ("b", other)):
+        with recording() as rec:
+            score(run, cfg, explanations=expl, progress=False)
+        sent[name] = [r.request for r in rec.requests.values()]
+    assert len(sent["a"]) == len(sent["b"]) > 0
+
+    def key(r: LLMRequest) -> tuple[str, str, str]:
+        user = r.messages[-1].content  # type: ignore[index]
+        return (str(r.tags["stage"]), str(r.tags["latent"]), user.rsplit("\n\nDescription: ")[0])
+
+    a = {key(r): r for r in sent["a"]}
+    b = {key(r): r for r in sent["b"]}
+    assert a.keys() == b.keys()  # the same windows, in the same prompts and order
+    for k, ra in a.items():
+        ua, ub = ra.messages[-1].content, b[k].messages[-1].content  # type: ignore[index]
+        assert ra.messages[0] == b[k].messages[0]  # same instructions
+        assert ua.startswith(k[2]) and ub.startswith(k[2])
+        assert ub.endswith('Description: the token "zzz"') and not ua.endswith('"zzz"')
+
+
+def test_unpriced_local_server_is_free_and_unpriced_api_says_so(run: Path, server) -> None:
+    from autointerp.cost import format_estimate
+
+    cfg = served(run, server, **{"llm.model": "openai:my-served-model"})  # on 127.0.0.1
+    est = estimate(run, cfg, stages=["explain"], sample=4, counter=COUNTER)
+    assert est.local and est.total.cost_usd == 0 and est.total.prompt_tokens > 0
+    assert "free (a model on this machine)" in "\n".join(format_estimate(est))
+    cfg = served(run, server, **{"llm.model": "openai:unpriced", "llm.base_url": None})
+    est = estimate(run, cfg, stages=["explain"], sample=4, counter=COUNTER)
+    assert not est.local and est.price is None and est.total.cost_usd == 0
+    assert "NO PRICE (set llm.prices)" in "\n".join(format_estimate(est))

@@ -89,7 +89,8 @@ def estimated_for(run_dir: Path, stage: str) -> dict[str, Any] | None:
     if not parts:
         return None
     return {
-        "estimated_requests": sum(p.requests - p.cached_requests for p in parts),
+        "estimated_requests": sum(p.requests for p in parts),
+        "estimated_cached": sum(p.cached_requests for p in parts),
         "estimated_prompt_tokens": sum(p.prompt_tokens for p in parts),
         "estimated_completion_tokens": sum(p.completion_tokens for p in parts),
         "estimated_cost_usd": sum(p.cost_usd for p in parts),
@@ -113,8 +114,8 @@ def _usd(x: float) -> str:
 def format_estimate(est: Estimate) -> list[str]:
     """The estimate as terminal lines: one per stage, then the total."""
     price = (
-        "free (local model)"
-        if est.price is None and est.model.split(":")[0] in ("vllm", "lexical")
+        "free (a model on this machine)"
+        if est.local
         else "NO PRICE (set llm.prices)"
         if est.price is None
         else f"${est.price.input:g} in / ${est.price.output:g} out per 1M tokens"

@@ -54,6 +54,7 @@ class Estimate(BaseModel):
     price: Price | None  # the one applied (batch price with llm.batch.enabled)
     prices_as_of: str
     batch: bool
+    local: bool = False  # a model on this machine (vllm, a server on localhost): free
     latents: int  # to do, every hookpoint
     latents_sampled: int
     stages: dict[str, StageEstimate]
@@ -220,7 +221,10 @@ def estimate(
     counter = counter or counter_for(config.llm)
     cached = _cached_keys(run_dir, config, [r.key for r in recorded])
     price = config.llm.prices.get(config.llm.model_name)
-    local = config.llm.backend in ("vllm", "lexical")
+    base = config.llm.base_url or ""
+    on_localhost = any(h in base for h in ("://localhost", "://127.0.0.1", "://[::1]"))
+    # as the client counts: vllm / lexical free; a server here (vllm serve) free unless priced
+    local = config.llm.backend in ("vllm", "lexical") or (on_localhost and price is None)
     if price is not None and config.llm.batch.enabled:
         price = price.batched()
     sums: dict[str, dict[str, Any]] = defaultdict(
@@ -295,6 +299,7 @@ def estimate(
         price=None if local else price,
         prices_as_of=price_table()[0],
         batch=config.llm.batch.enabled,
+        local=local,
         latents=n_all,
         latents_sampled=n,
         stages={k: stage_estimate(v) for k, v in sorted(sums.items())},

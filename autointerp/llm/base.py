@@ -31,6 +31,7 @@ class Backend(ABC):
     local: bool = True  # local backends cost nothing
     cacheable: bool = True  # worth caching (the lexical baseline is not)
     baseline: bool = False
+    limited: bool = True  # requests take the client's concurrency / rate slots
 
     @abstractmethod
     async def complete(self, request: LLMRequest) -> LLMResponse: ...

@@ -68,6 +68,7 @@ class LLMClient:
         self.usage = UsageTracker()
         self._limits: Limits | None = None
         self._warned_price = False
+        self._warned_cap = False
         self._progress_every_s = 10.0
         self._inflight: dict[str, asyncio.Future[LLMResponse]] = {}
         # the server is part of the cache key (in-process backends have none)
@@ -157,6 +158,22 @@ class LLMClient:
         await self.aclose()
 
     # -- internals --------------------------------------------------------------------------
+    def _over_budget(self) -> LLMResponse | None:
+        """An error response, not sent, once this client has spent ``llm.max_cost_usd`` (the
+        guard behind the estimate: a stage never spends past the cap; rerun to continue)."""
+        cap = self.config.max_cost_usd
+        if cap is None or self.usage.total.cost_usd < cap:
+            return None
+        if not self._warned_cap:
+            self._warned_cap = True
+            log.warning("llm.max_cost_usd ($%.2f) spent: no further requests are sent", cap)
+        return LLMResponse(
+            error=f"not sent: llm.max_cost_usd (${cap:.2f}) spent; raise it and rerun",
+            attempts=0,
+            backend=self.backend.name,
+            model=self.backend.model,
+        )
+
     @property
     def limits(self) -> Limits:
         if self._limits is None:  # created lazily, inside the running event loop
@@ -240,7 +257,7 @@ class LLMClient:
     def _slot(self, tokens: int) -> contextlib.AbstractAsyncContextManager[None]:
         """A concurrency / rate slot; none for a batch backend (requests wait for their job
         there, and the provider's own limits apply to jobs, not requests)."""
-        if getattr(self.backend, "batched", False):
+        if not self.backend.limited:
             return contextlib.nullcontext()
         return self.limits.slot(tokens)
 
@@ -253,6 +270,9 @@ class LLMClient:
         # re-raising behave exactly as if the loop had run it.
         first_error: BaseException | None = None
         async with self._slot(tokens):
+            held = self._over_budget()  # checked holding the slot: after earlier answers
+            if held is not None:
+                return held
             t0 = time.monotonic()
             try:
                 response = await self.backend.complete(request)

@@ -59,6 +59,7 @@ class DryRunBackend(Backend):
 
     local = True
     cacheable = False
+    limited = False  # the configured rate limits are for the real API, not this stand-in
 
     def __init__(self, config: LLMConfig, recorder: Recorder) -> None:
         from autointerp.llm.lexical import LexicalBackend

@@ -176,3 +176,17 @@ def test_vllm_run_batch_accepts_our_lines() -> None:
     assert parsed.body.model == "some/model" and parsed.body.top_logprobs == 5
     assert parsed.body.response_format.json_schema.json_schema == ANSWER_SCHEMA
     assert [m["content"] for m in parsed.body.messages] == ["s", "u"]
+
+
+def test_client_stops_sending_once_the_cap_is_spent(server: FakeServer, api_key: str) -> None:
+    """The guard behind the estimate: after llm.max_cost_usd is spent nothing more is sent."""
+    cfg = fast_config(server, concurrency=1, max_cost_usd=1e-5)
+    reqs = _requests(400)
+    client = create_client(cfg)
+    out = asyncio.run(_run(client, reqs))
+    sent = [r for r in out if r.attempts > 0]
+    held = [r for r in out if r.attempts == 0]
+    assert held and all("llm.max_cost_usd" in (r.error or "") for r in held)
+    assert server.hits == len(sent)
+    spent = sum(r.cost_usd for r in sent)
+    assert spent >= 1e-5 and spent - sent[-1].cost_usd < 1e-5

@@ -31,7 +31,8 @@ ENDED = ("completed", "failed", "expired", "cancelled")
 
 class BatchBackend(Backend):
     local = False
-    batched = True  # the client holds no concurrency slot while a request waits for its job
+    batched = True  # batch prices
+    limited = False  # no concurrency slot held while a request waits for its job
 
     def __init__(self, config: LLMConfig, run_dir: str | Path | None) -> None:
         self._live = OpenAIBackend(config)
@@ -79,13 +80,21 @@ class BatchBackend(Backend):
 
     async def _find_job(self, chunk: str) -> str | None:
         """The job created for ``chunk`` by a process killed before it recorded the id."""
-        async for job in self._live._client.batches.list(limit=100):
-            if (job.metadata or {}).get("autointerp_chunk") == chunk:
-                return str(job.id)
+        try:
+            async for job in self._live._client.batches.list(limit=100):
+                if (job.metadata or {}).get("autointerp_chunk") == chunk:
+                    return str(job.id)
+        except Exception as e:  # a provider without the list endpoint: submit again
+            log.warning("cannot list batch jobs (%s): chunk %s is submitted again", e, chunk)
         return None
 
     # -- requests ---------------------------------------------------------------------------
     async def complete(self, request: LLMRequest) -> LLMResponse:
+        if request.messages is None or request.prompt_logprobs is not None:
+            raise FatalError(
+                "the Batch API takes chat requests without prompt logprobs: set "
+                "llm.batch.enabled false for this scorer (or use a vLLM server)"
+            )
         await self._start()
         cid = request.cache_key(self.name, self.model)
         line = self._ready.pop(cid, None)
