@@ -28,7 +28,7 @@ from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
-from autointerp.scorers.audit import run_audit
+from autointerp.scorers.audit import AUDITED, audit_path, run_audit
 from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
 from autointerp.scorers.parallel import n_workers, run_parallel
 from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
@@ -271,8 +271,12 @@ def _score(
         _prepare(run_dir, config, work)
         _execute(run_dir, config, work, outputs, progress)
     paths = outputs.close()
-    # the shortcut audit, always on: once, over every latent the files hold
-    run_audit(run_dir, names, seed=config.seed if config.score.seed is None else config.score.seed)
+    # the shortcut audit, always on: once, over every latent the files hold (again only when
+    # something was scored or an audit file is missing: a rerun that scores nothing rewrites
+    # nothing)
+    if n_pairs or any(not audit_path(run_dir, n).is_file() for n in names if n in AUDITED):
+        seed = config.seed if config.score.seed is None else config.score.seed
+        run_audit(run_dir, names, seed=seed)
     record_stage(
         run_dir,
         stage,
