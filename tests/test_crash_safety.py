@@ -32,9 +32,9 @@ N_LAT = 120
 CONCURRENCY = 8
 ROOT = Path(__file__).parents[1]
 ACCOUNTING = ["latency_s", "n_cached_requests", "cost_usd"]  # how, not what, was answered
-# the judge's endpoint (and so the config hash) names the fake server's port, which differs
+# the judge's endpoint (and so the config hashes) names the fake server's port, which differs
 # between the reference run's server and the killed run's
-ENDPOINT = ["config_hash", "judge_endpoint"]
+ENDPOINT = ["config_hash", "scorer_config", "judge_endpoint"]
 
 
 def _portless(df: pl.DataFrame) -> pl.DataFrame:
