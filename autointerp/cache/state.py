@@ -88,6 +88,16 @@ def begin(layout: CacheLayout, fingerprint: str, state: State) -> None:
     layout.work.mkdir(parents=True, exist_ok=True)
     remove_temp_files(layout.root)
     _fingerprint_file(layout).write_text(fingerprint + "\n")
+    legacy = sorted((layout.work / "chunks").glob("chunk-*.parquet"))
+    if legacy:  # spill files of the version before Arrow IPC ones: run the forward pass again
+        log.warning(
+            "%s: %d spill files of an older version; caching their windows again",
+            layout.root,
+            len(legacy),
+        )
+        for path in legacy:
+            path.unlink()
+        layout.done.unlink(missing_ok=True)
     if state == "resume" and layout.meta.exists():
         meta = read_meta(layout)
         if not layout.plan.exists():

@@ -77,10 +77,12 @@ def build_report(
         expl_hp = details.by_hookpoint(expl, hp)
         views = read_views(run_dir, hp)  # output-centric views, if the intervention stage ran
         scores_hp = {name: details.by_hookpoint(df, hp) for name, df in scores.items()}
+        examples = details.ExampleRows(run_dir / "examples" / f"{hp}.parquet")
         for first, latents in _chunks(run_dir, hp, index, chunk):
             rows = details.latent_details(
-                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast, views
-            )
+                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast, views,
+                examples,
+            )  # fmt: skip
             by_latent = {d["latent"]: html.detail_payload(d) for d in rows}
             html.write_js(
                 out / "latents" / hp / f"{first}.js",

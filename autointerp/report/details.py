@@ -3,24 +3,68 @@ contrast windows (token strings), every explanation row, every score row, decode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from autointerp.scorers.registry import HEADLINE
 from autointerp.text import Vocab
 
 CONTRAST_KINDS = ("random", "similar", "neighbour")
+EXAMPLE_COLUMNS = [
+    "latent", "split", "kind", "quantile", "rank", "tokens", "activations",
+    "activations_norm", "max_activation", "source_latent", "source_similarity", "reason",
+]  # fmt: skip
 
 
-def _windows(df: pl.DataFrame, vocab: Vocab) -> list[dict[str, Any]]:
-    strings = vocab.window_strings(df["tokens"])
-    out = []
-    for row, toks in zip(df.iter_rows(named=True), strings, strict=True):
-        out.append(
+class ExampleRows:
+    """A hookpoint's examples file, read by latent range one row group at a time: the row
+    groups that overlap the range (from their latent statistics) are read once and kept
+    until a later range starts past them. Rows come in file order, as a filtered scan's."""
+
+    def __init__(self, path: Path) -> None:
+        self.pf = pq.ParquetFile(path) if path.is_file() else None
+        self.bounds: list[tuple[float, float]] = []
+        self._kept: dict[int, pl.DataFrame] = {}
+        if self.pf is not None:
+            col = self.pf.schema_arrow.get_field_index("latent")
+            for i in range(self.pf.metadata.num_row_groups):
+                st = self.pf.metadata.row_group(i).column(col).statistics
+                ok = st is not None and st.has_min_max
+                self.bounds.append((st.min, st.max) if ok else (-math.inf, math.inf))
+
+    def latent_range(self, lo: int, hi: int) -> pl.DataFrame:
+        """Rows with ``lo <= latent < hi``."""
+        if self.pf is None:
+            return pl.DataFrame(schema={c: pl.Null for c in EXAMPLE_COLUMNS})
+        for i in [i for i in self._kept if self.bounds[i][1] < lo]:
+            del self._kept[i]
+        frames = []
+        for i, (a, b) in enumerate(self.bounds):
+            if a < hi and b >= lo:
+                if i not in self._kept:
+                    table = self.pf.read_row_group(i, columns=EXAMPLE_COLUMNS)
+                    self._kept[i] = pl.from_arrow(table)  # type: ignore[assignment]
+                frames.append(self._kept[i].filter(pl.col("latent").is_between(lo, hi - 1)))
+        if not frames:
+            table = self.pf.schema_arrow.empty_table().select(EXAMPLE_COLUMNS)
+            return pl.from_arrow(table)  # type: ignore[return-value]
+        return pl.concat(frames)
+
+
+def _windows(df: pl.DataFrame, vocab: Vocab) -> dict[int, list[dict[str, Any]]]:
+    """The windows of every latent of ``df`` (its rows in order), token strings made at once."""
+    strings = vocab.window_strings(df["tokens"]) if df.height else []
+    cols = ["latent", "split", "kind", "quantile", "max_activation", "activations",
+            "activations_norm", "source_latent"]  # fmt: skip
+    out: dict[int, list[dict[str, Any]]] = {}
+    for row, toks in zip(df.select(cols).iter_rows(named=True), strings, strict=True):
+        out.setdefault(int(row["latent"]), []).append(
             {
                 "split": row["split"],
                 "kind": row["kind"],
@@ -45,23 +89,19 @@ def latent_details(
     n_activating: int = 10,
     n_contrast: int = 2,
     views: dict[int, dict[str, Any]] | None = None,
+    examples: ExampleRows | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Per latent of ``latents`` (one range read of the examples file): its strongest
     ``n_activating`` windows, up to ``n_contrast`` windows of each contrast kind, its
     explanations (every candidate), score rows and decoder neighbours. ``expl`` and
     ``scores`` hold this hookpoint's rows sorted by latent (:func:`by_hookpoint`), so each
-    chunk takes its rows by binary search instead of filtering whole tables."""
-    path = run_dir / "examples" / f"{hookpoint}.parquet"
+    chunk takes its rows by binary search instead of filtering whole tables. ``examples``
+    (one per hookpoint, asked for ranges in latent order) reads each row group of the
+    examples file once instead of once per range."""
     lo, hi = min(latents), max(latents) + 1
-    cols = [
-        "latent", "split", "kind", "quantile", "rank", "tokens", "activations",
-        "activations_norm", "max_activation", "source_latent", "source_similarity", "reason",
-    ]  # fmt: skip
-    ex = (
-        pl.scan_parquet(path).select(cols).filter(pl.col("latent").is_between(lo, hi - 1)).collect()
-        if path.is_file()
-        else pl.DataFrame(schema={c: pl.Null for c in cols})
-    )
+    if examples is None:
+        examples = ExampleRows(run_dir / "examples" / f"{hookpoint}.parquet")
+    ex = examples.latent_range(lo, hi)
     act = (
         ex.filter(pl.col("kind") == "activating")
         .sort(["latent", "max_activation"], descending=[False, True])
@@ -83,19 +123,19 @@ def latent_details(
     skipped = dict(ex.filter(pl.col("kind") == "skipped").select("latent", "reason").iter_rows())
     expl_cols = ["explanation_id", "explainer", "candidate", "selected", "status",
                  "explanation", "selection_score", "error"]  # fmt: skip
-    expl_by = _by_latent(
+    expl_by = _rows_by_latent(
         latent_range(expl, lo, hi).sort(["latent", "explainer", "candidate"]),
         [c for c in expl_cols if c in expl.columns],
     )
-    act_by, con_by = _by_latent(act, cols), _by_latent(con, cols)
-    neigh_by = _by_latent(neigh, ["source_latent", "similarity"])
+    act_by, con_by = _windows(act, vocab), _windows(con, vocab)
+    neigh_by = _rows_by_latent(neigh, ["source_latent", "similarity"])
     score_by = {
-        name: _by_latent(latent_range(df, lo, hi), df.columns) for name, df in scores.items()
+        name: _rows_by_latent(latent_range(df, lo, hi), df.columns) for name, df in scores.items()
     }
     for latent in sorted(set(latents)):
         rows_sc = []
         for name, by in score_by.items():
-            for r in by.get(latent, pl.DataFrame()).iter_rows(named=True):
+            for r in by.get(latent, []):
                 rows_sc.append(
                     {
                         "scorer": name,
@@ -111,21 +151,18 @@ def latent_details(
                         },
                     }
                 )
-        neighbours = neigh_by.get(latent)
         yield {
             "hookpoint": hookpoint,
             "latent": latent,
             "skipped": skipped.get(latent),
-            "activating": _windows(act_by[latent], vocab) if latent in act_by else [],
-            "contrast": _windows(con_by[latent], vocab) if latent in con_by else [],
-            "explanations": expl_by[latent].to_dicts() if latent in expl_by else [],
+            "activating": act_by.get(latent, []),
+            "contrast": con_by.get(latent, []),
+            "explanations": expl_by.get(latent, []),
             "scores": rows_sc,
             "output": _output_view((views or {}).get(latent)),
-            "neighbours": []
-            if neighbours is None
-            else [
-                {"latent": int(a), "similarity": float(b)}
-                for a, b in neighbours.select("source_latent", "similarity").iter_rows()
+            "neighbours": [
+                {"latent": int(r["source_latent"]), "similarity": float(r["similarity"])}
+                for r in neigh_by.get(latent, [])
             ],
         }
 
@@ -153,12 +190,15 @@ def latent_range(df: pl.DataFrame, lo: int, hi: int) -> pl.DataFrame:
     return df.slice(int(a), int(b - a))
 
 
-def _by_latent(df: pl.DataFrame, columns: list[str]) -> dict[int, pl.DataFrame]:
-    """Rows of ``df`` split by latent (one pass, order kept)."""
+def _rows_by_latent(df: pl.DataFrame, columns: list[str]) -> dict[int, list[dict[str, Any]]]:
+    """Rows of ``df`` (as dicts of ``columns``) grouped by latent: one pass, order kept."""
+    out: dict[int, list[dict[str, Any]]] = {}
     if df.is_empty():
-        return {}
-    parts = df.partition_by("latent", as_dict=True, maintain_order=True)
-    return {int(k[0]): v.select(columns) for k, v in parts.items()}
+        return out
+    latents = df["latent"].to_list()
+    for latent, row in zip(latents, df.select(columns).iter_rows(named=True), strict=True):
+        out.setdefault(int(latent), []).append(row)
+    return out
 
 
 def _num(value: Any) -> float | None:

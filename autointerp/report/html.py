@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from functools import lru_cache
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -23,12 +24,17 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
+@lru_cache(maxsize=1 << 16)
+def _esc_token(token: str) -> str:
+    return html.escape(token)  # tokens repeat: each vocabulary entry escaped once
+
+
 def window_html(strings: list[str], norm: list[int], activations: list[float]) -> str:
     """A window's tokens, HTML-escaped, each firing token in a ``<mark>`` whose opacity is its
     ``activations_norm`` / 10 (the raw activation in its title)."""
     out = []
     for tok, level, act in zip(strings, norm, activations, strict=True):
-        text = esc(tok)
+        text = _esc_token("" if tok is None else str(tok))
         if level > 0:
             out.append(f'<mark style="--a:{level / 10:.1f}" title="{act:.3g}">{text}</mark>')
         else:
