@@ -118,13 +118,16 @@ def kill_test(
     after = {key for t, k, key in seen if k == "hit" and t > killed}
     import polars as pl
 
-    rows = pl.concat([pl.read_parquet(run / "scores" / f"{n}.parquet") for n in SCORERS])
-    keys = ["scorer", "hookpoint", "latent", "explanation_id", "config_hash"]
+    keys = ["hookpoint", "latent", "explanation_id", "config_hash"]
+    duplicates = 0
+    for name in SCORERS:
+        rows = pl.read_parquet(run / "scores" / f"{name}.parquet")
+        duplicates += rows.height - rows.select(keys).n_unique()
     return {
         "repeated": len(before & after),
         "orphans": orphans,
         "answered_before_kill": len(before),
-        "duplicate_rows": rows.height - rows.select(keys).n_unique(),
+        "duplicate_rows": duplicates,
     }
 
 
@@ -164,10 +167,12 @@ def main() -> None:
             out[f"efficiency_{name}"] = round(res["efficiency"], 4)
             out[f"seconds_{name}"] = res["seconds"]
             out["requests"] = res["requests"]
+            print(json.dumps({name: res, "load": os.getloadavg()}), file=sys.stderr, flush=True)
         if "kill" not in skip:
             src = fresh_copy(args.run_dir, tmp / "kill_src")
             explain(src, config(src, port, args), latents=range(args.latents), progress=False)
             whole = kill_test(src, tmp / "kill_run", events, port, args, whole=True)
+            print(json.dumps({"kill_run": whole}), file=sys.stderr, flush=True)
             parent = kill_test(src, tmp / "kill_parent", events, port, args, whole=False)
             out.update(
                 repeated_after_kill=whole["repeated"],

@@ -31,8 +31,10 @@ def _ray() -> Any:
     return ray
 
 
-def _task(fn: str, run_dir: str, config: dict[str, Any], payload: Any, index: int) -> int:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", force=True)
+def _task(
+    fn: str, run_dir: str, config: dict[str, Any], payload: Any, index: int, level: int
+) -> int:
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S", force=True)
     from autointerp.config import RunConfig
 
     shard = f"r{index}-{socket.gethostname()}-{os.getpid()}"
@@ -77,12 +79,13 @@ def run_ray(
     todo = list(enumerate(payloads))[::-1]
     pending: dict[Any, int] = {}
     run = str(Path(run_dir).resolve())
+    level = logging.getLogger().getEffectiveLevel()  # the driver's, in every task
     log.info("working in %d Ray tasks, %d at a time", len(payloads), workers)
     try:
         while todo or pending:
             while todo and len(pending) < workers:
                 i, payload = todo.pop()
-                pending[task.remote(fn, run, config, payload, i)] = i
+                pending[task.remote(fn, run, config, payload, i, level)] = i
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 pending.pop(ref)
