@@ -35,6 +35,7 @@ CEILING = "ceiling"
 CHANCE = 0.5
 LEAK_MARGIN = 0.05
 N_FOLDS = 5
+MAX_LATENTS = 5000  # latents audited per scorer config (a seeded sample beyond)
 AUDIT_SCHEMA: dict[str, pl.DataType] = {
     "scorer": pl.String(),
     "config_hash": pl.String(),
@@ -259,22 +260,30 @@ def audit_items(
 # -- files -------------------------------------------------------------------------------
 
 
-def _items(path: Path, scorer: str) -> pl.DataFrame | None:
+def _items(path: Path, seed: int = 0, max_latents: int = MAX_LATENTS) -> pl.DataFrame | None:
     """The items of every (config, hookpoint, latent), once (the first explanation's: items
-    never depend on the explanation), or None when the file lacks the shown columns."""
+    never depend on the explanation), or None when the file lacks the shown columns. Past
+    ``max_latents`` latents per config, a seeded sample of that many (memory stays bounded on
+    runs of 10^6 latents; a leak of the construction shows on any few thousand)."""
     schema = pl.read_parquet_schema(path)
     if any(c not in schema for c in NEEDED):
         return None
-    cols = ["config_hash", "hookpoint", "latent", "explanation_id", "prompt", "truth", *NEEDED]
-    df = pl.read_parquet(path, columns=cols)
-    first = df.group_by("config_hash", "hookpoint", "latent").agg(
-        pl.col("explanation_id").min().alias("_first")
+    key = ["config_hash", "hookpoint", "latent"]
+    cols = [*key, "explanation_id", "prompt", "truth", *NEEDED]
+    scan = pl.scan_parquet(path).select(cols)
+    first = (
+        scan.group_by(key)
+        .agg(pl.col("explanation_id").min().alias("_first"))
+        .with_columns(_rank=pl.struct(key).hash(seed).rank("ordinal").over("config_hash"))
+        .filter(pl.col("_rank") <= max_latents)
+        .drop("_rank")
     )
     return (
-        df.join(first, on=["config_hash", "hookpoint", "latent"])
+        scan.join(first, on=key)
         .filter(pl.col("explanation_id") == pl.col("_first"))
         .drop("_first")
-        .sort("config_hash", "hookpoint", "latent", maintain_order=True)
+        .collect()
+        .sort(key, maintain_order=True)
     )
 
 
@@ -283,7 +292,7 @@ def audit_scorer(run_dir: Path, scorer: str, seed: int = 0) -> pl.DataFrame | No
     path = Path(run_dir) / "scores" / f"{scorer}.examples.parquet"
     if not path.is_file():
         return None
-    items = _items(path, scorer)
+    items = _items(path, seed)
     if items is None or items.height == 0:
         return None
     frames = []
