@@ -203,13 +203,15 @@ def scored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("scorer", ["detection", "fuzzing", "intruder"])
 def test_sampled_windows_carry_no_cue(scored_run: Path, scorer: str) -> None:
-    """What the scorers show on default-sampled windows: every cue judge and the ceiling at
-    chance (+0.06 for the noise of ~46 latents). Before the fixes fuzzing's offset cue and
-    detection's BOS cue were far above it."""
+    """What the scorers show on default-sampled windows: every cue judge and the ceiling near
+    chance (the bound leaves room for the noise of ~46 latents). Before the fixes: fuzzing's
+    ceiling 0.760 (the peak's fixed offset), intruder's marked-token frequency 0.577 (random
+    tokens marked on the intruder), detection's special-token cue 0.538 (BOS shown mostly in
+    activating windows; EOS, shown anywhere, dilutes it here); after: 0.511 for detection."""
     summary = audit_summary(scored_run, [scorer])
     assert summary.height >= 3  # detection: length, special tokens, ceiling
     worst = summary.sort("mean", descending=True).row(0, named=True)
-    assert worst["mean"] < 0.56, worst
+    assert worst["mean"] < (0.53 if scorer == "detection" else 0.56), worst
     assert summary["latents"].min() >= 40
 
 
