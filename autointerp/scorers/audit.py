@@ -36,6 +36,7 @@ CHANCE = 0.5
 LEAK_MARGIN = 0.05
 N_FOLDS = 5
 MAX_LATENTS = 5000  # latents audited per scorer config (a seeded sample beyond)
+MAX_FIT_ROWS = 100_000  # items the ceiling's regression is fitted on per fold (seeded sample)
 AUDIT_SCHEMA: dict[str, pl.DataType] = {
     "scorer": pl.String(),
     "config_hash": pl.String(),
@@ -70,10 +71,11 @@ def token_log_counts(run_dir: Path, hookpoint: str) -> np.ndarray | None:
 
 @lru_cache(maxsize=4)
 def _log_counts(folder: str, _mtime: int) -> np.ndarray:
-    from autointerp.sampling.cachefiles import CacheFiles
+    import pyarrow.parquet as pq
 
-    tokens = CacheFiles(Path(folder)).tokens
-    return np.log1p(np.bincount(tokens.reshape(-1).astype(np.int64)).astype(np.float64))
+    column = pq.read_table(Path(folder) / "tokens.parquet", columns=["tokens"]).column(0)
+    flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64)
+    return np.log1p(np.bincount(flat).astype(np.float64))
 
 
 def mean_log_count(log_counts: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> float:
@@ -222,6 +224,7 @@ def audit_items(
     rules = {c: [""] * n_groups for c in out}
     if n_groups < 2:
         return out, rules
+    x = np.asfortranarray(x, dtype=np.float64)  # cue columns contiguous
     k = min(n_folds, n_groups)
     fold_of = np.random.default_rng(seed).permutation(n_groups) % k
     fold = fold_of[group]
@@ -246,7 +249,10 @@ def audit_items(
         ytr = y[tr]
         if ytr.all() or not ytr.any():
             continue
-        model = _ceiling_model(seed).fit(x[tr], ytr)
+        fit = np.flatnonzero(tr)
+        if len(fit) > MAX_FIT_ROWS:  # a seeded subsample: the fit costs little more than it
+            fit = np.sort(np.random.default_rng(seed + f).choice(fit, MAX_FIT_ROWS, False))
+        model = _ceiling_model(seed).fit(x[fit], y[fit])
         if prompt is None:
             pred = model.predict(x[te]).astype(np.float64)
         else:
