@@ -203,13 +203,15 @@ def scored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("scorer", ["detection", "fuzzing", "intruder"])
 def test_sampled_windows_carry_no_cue(scored_run: Path, scorer: str) -> None:
-    """What the scorers show on default-sampled windows: every cue judge and the ceiling at
-    chance (+0.06 for the noise of ~46 latents). Before the fixes fuzzing's offset cue and
-    detection's BOS cue were far above it."""
+    """What the scorers show on default-sampled windows: every cue judge and the ceiling near
+    chance (the bound leaves room for the noise of ~46 latents). Before the fixes: fuzzing's
+    ceiling 0.760 (the peak's fixed offset), intruder's marked-token frequency 0.577 (random
+    tokens marked on the intruder), detection's special-token cue 0.538 (BOS shown mostly in
+    activating windows; EOS, shown anywhere, dilutes it here); after: 0.511 for detection."""
     summary = audit_summary(scored_run, [scorer])
     assert summary.height >= 3  # detection: length, special tokens, ceiling
     worst = summary.sort("mean", descending=True).row(0, named=True)
-    assert worst["mean"] < 0.56, worst
+    assert worst["mean"] < (0.53 if scorer == "detection" else 0.56), worst
     assert summary["latents"].min() >= 40
 
 
@@ -229,3 +231,28 @@ def test_examples_record_what_the_judge_was_shown(scored_run: Path) -> None:
     assert (joined["shown_special"] == special).all() and special.sum() > 0
     assert (det["start"] >= 1).all() and not joined["tokens"].list.contains(0).any()
     assert (joined["shown_tokens"] == joined["tokens"].list.len()).all()
+
+
+def test_cli_summary_and_report_show_the_audit(scored_run: Path, tmp_path: Path) -> None:
+    """`autointerp score` prints the audit line of every audited scorer after the score
+    table; the report's summary shows the same verdicts beside the scores."""
+    from typer.testing import CliRunner
+
+    from autointerp.cli import app
+    from autointerp.report.html import summary_html
+
+    res = CliRunner().invoke(
+        app, ["score", str(scored_run), "--scorers", "detection,fuzzing", "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("shortcut audit")]
+    assert [ln.split()[2] for ln in lines] == ["detection", "fuzzing"]
+    assert all("no leak found" in ln and "ceiling" in ln for ln in lines)
+
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    _items(30, 40, leak=True).write_parquet(scores / "fuzzing.examples.parquet")
+    run_audit(tmp_path)
+    empty = {"hookpoints": [], "explainers": [], "llm_stages": []}
+    page = summary_html(empty, pl.DataFrame(), audit_summary(tmp_path))
+    assert "Shortcut audit" in page and "LEAKING" in page and "highlight_at_24" in page

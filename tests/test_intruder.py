@@ -228,8 +228,8 @@ def test_contrast_intruder_borrows_an_unshown_windows_highlights(run: Path) -> N
             unshown = [
                 highlight_mask(r["activations_norm"], thr)
                 for r in ex.windows("test", "activating")
-                if not any(r is q for q in p.rows)
-            ]
+                if r["quantile"] == p.quantile and not any(r is q for q in p.rows)
+            ]  # without the cache's token counts (no prepare) the donor is of the same bin
             assert any(np.array_equal(intruder, m) for m in unshown or members)
             assert p.rows[p.intruder]["kind"] != "activating"
             positions.append(p.intruder)

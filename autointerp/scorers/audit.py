@@ -35,6 +35,8 @@ CEILING = "ceiling"
 CHANCE = 0.5
 LEAK_MARGIN = 0.05
 N_FOLDS = 5
+MAX_LATENTS = 5000  # latents audited per scorer config (a seeded sample beyond)
+MAX_FIT_ROWS = 100_000  # items the ceiling's regression is fitted on per fold (seeded sample)
 AUDIT_SCHEMA: dict[str, pl.DataType] = {
     "scorer": pl.String(),
     "config_hash": pl.String(),
@@ -69,10 +71,11 @@ def token_log_counts(run_dir: Path, hookpoint: str) -> np.ndarray | None:
 
 @lru_cache(maxsize=4)
 def _log_counts(folder: str, _mtime: int) -> np.ndarray:
-    from autointerp.sampling.cachefiles import CacheFiles
+    import pyarrow.parquet as pq
 
-    tokens = CacheFiles(Path(folder)).tokens
-    return np.log1p(np.bincount(tokens.reshape(-1).astype(np.int64)).astype(np.float64))
+    column = pq.read_table(Path(folder) / "tokens.parquet", columns=["tokens"]).column(0)
+    flat = np.asarray(column.combine_chunks().flatten(), dtype=np.int64)
+    return np.log1p(np.bincount(flat).astype(np.float64))
 
 
 def mean_log_count(log_counts: np.ndarray, ids: np.ndarray, mask: np.ndarray) -> float:
@@ -221,6 +224,7 @@ def audit_items(
     rules = {c: [""] * n_groups for c in out}
     if n_groups < 2:
         return out, rules
+    x = np.asfortranarray(x, dtype=np.float64)  # cue columns contiguous
     k = min(n_folds, n_groups)
     fold_of = np.random.default_rng(seed).permutation(n_groups) % k
     fold = fold_of[group]
@@ -245,7 +249,10 @@ def audit_items(
         ytr = y[tr]
         if ytr.all() or not ytr.any():
             continue
-        model = _ceiling_model(seed).fit(x[tr], ytr)
+        fit = np.flatnonzero(tr)
+        if len(fit) > MAX_FIT_ROWS:  # a seeded subsample: the fit costs little more than it
+            fit = np.sort(np.random.default_rng(seed + f).choice(fit, MAX_FIT_ROWS, False))
+        model = _ceiling_model(seed).fit(x[fit], y[fit])
         if prompt is None:
             pred = model.predict(x[te]).astype(np.float64)
         else:
@@ -259,22 +266,30 @@ def audit_items(
 # -- files -------------------------------------------------------------------------------
 
 
-def _items(path: Path, scorer: str) -> pl.DataFrame | None:
+def _items(path: Path, seed: int = 0, max_latents: int = MAX_LATENTS) -> pl.DataFrame | None:
     """The items of every (config, hookpoint, latent), once (the first explanation's: items
-    never depend on the explanation), or None when the file lacks the shown columns."""
+    never depend on the explanation), or None when the file lacks the shown columns. Past
+    ``max_latents`` latents per config, a seeded sample of that many (memory stays bounded on
+    runs of 10^6 latents; a leak of the construction shows on any few thousand)."""
     schema = pl.read_parquet_schema(path)
     if any(c not in schema for c in NEEDED):
         return None
-    cols = ["config_hash", "hookpoint", "latent", "explanation_id", "prompt", "truth", *NEEDED]
-    df = pl.read_parquet(path, columns=cols)
-    first = df.group_by("config_hash", "hookpoint", "latent").agg(
-        pl.col("explanation_id").min().alias("_first")
+    key = ["config_hash", "hookpoint", "latent"]
+    cols = [*key, "explanation_id", "prompt", "truth", *NEEDED]
+    scan = pl.scan_parquet(path).select(cols)
+    first = (
+        scan.group_by(key)
+        .agg(pl.col("explanation_id").min().alias("_first"))
+        .with_columns(_rank=pl.struct(key).hash(seed).rank("ordinal").over("config_hash"))
+        .filter(pl.col("_rank") <= max_latents)
+        .drop("_rank")
     )
     return (
-        df.join(first, on=["config_hash", "hookpoint", "latent"])
+        scan.join(first, on=key)
         .filter(pl.col("explanation_id") == pl.col("_first"))
         .drop("_first")
-        .sort("config_hash", "hookpoint", "latent", maintain_order=True)
+        .collect()
+        .sort(key, maintain_order=True)
     )
 
 
@@ -283,7 +298,7 @@ def audit_scorer(run_dir: Path, scorer: str, seed: int = 0) -> pl.DataFrame | No
     path = Path(run_dir) / "scores" / f"{scorer}.examples.parquet"
     if not path.is_file():
         return None
-    items = _items(path, scorer)
+    items = _items(path, seed)
     if items is None or items.height == 0:
         return None
     frames = []
