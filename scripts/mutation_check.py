@@ -53,13 +53,15 @@ def fired() -> None:
             f.write(name + "\n")
 
 
-def patch(module: str, attr: str, make: Callable[[Any], Any]) -> None:
-    """Replace ``module.attr`` by ``make(original)``, also where other loaded autointerp
-    modules imported it by name. A missing target raises (the mutation no longer applies)."""
+def patch(module: str, attr: str, make: Callable[[Any], Any], everywhere: bool = True) -> None:
+    """Replace ``module.attr`` by ``make(original)``, also (``everywhere``) where other loaded
+    autointerp modules imported it by name. A missing target raises (the mutation no longer
+    applies)."""
     mod = importlib.import_module(module)
     original = getattr(mod, attr)
     new = make(original)
-    for m in list(sys.modules.values()):
+    setattr(mod, attr, new)
+    for m in list(sys.modules.values()) if everywhere else []:
         ours = getattr(m, "__name__", "").startswith("autointerp")
         if ours and getattr(m, attr, None) is original:
             setattr(m, attr, new)
@@ -231,7 +233,8 @@ def explainer_sees_test_windows() -> None:
 
         return iter_latent_examples
 
-    patch("autointerp.explainers.run", "iter_latent_examples", make)
+    # only where the explain stage reads its windows (the scorers keep theirs)
+    patch("autointerp.explainers.run", "iter_latent_examples", make, everywhere=False)
 
 
 def best_of_k_selects_on_test() -> None:
