@@ -5,7 +5,8 @@ Each mutation applies ONE defect to the code under test (a monkeypatch at pytest
 tests chosen for it with ``-x``. A mutation is killed when a test fails while the defect was
 active (the patched code records that it changed something; a mutation that never fired is
 reported as ``inert``, never as killed). The unmutated tests run first and must pass. The list
-and what kills each are in docs/mutations.md. LAST stdout line: one JSON object.
+and what kills each are in docs/mutations.md. LAST stdout line: one JSON object (``killed_by``:
+the test that failed, per mutation).
 
     python scripts/mutation_check.py [--only NAME ...] [--list]
 """
@@ -52,13 +53,15 @@ def fired() -> None:
             f.write(name + "\n")
 
 
-def patch(module: str, attr: str, make: Callable[[Any], Any]) -> None:
-    """Replace ``module.attr`` by ``make(original)``, also where other loaded autointerp
-    modules imported it by name. A missing target raises (the mutation no longer applies)."""
+def patch(module: str, attr: str, make: Callable[[Any], Any], everywhere: bool = True) -> None:
+    """Replace ``module.attr`` by ``make(original)``, also (``everywhere``) where other loaded
+    autointerp modules imported it by name. A missing target raises (the mutation no longer
+    applies)."""
     mod = importlib.import_module(module)
     original = getattr(mod, attr)
     new = make(original)
-    for m in list(sys.modules.values()):
+    setattr(mod, attr, new)
+    for m in list(sys.modules.values()) if everywhere else []:
         ours = getattr(m, "__name__", "").startswith("autointerp")
         if ours and getattr(m, attr, None) is original:
             setattr(m, attr, new)
@@ -230,7 +233,8 @@ def explainer_sees_test_windows() -> None:
 
         return iter_latent_examples
 
-    patch("autointerp.explainers.run", "iter_latent_examples", make)
+    # only where the explain stage reads its windows (the scorers keep theirs)
+    patch("autointerp.explainers.run", "iter_latent_examples", make, everywhere=False)
 
 
 def best_of_k_selects_on_test() -> None:
@@ -339,17 +343,21 @@ def apply(name: str) -> None:
 
 
 # -- the runner -----------------------------------------------------------------------------
-def pytest(targets: list[str], env: dict[str, str], timeout: float) -> tuple[int, float, str]:
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *targets]
+def pytest(
+    targets: list[str], env: dict[str, str], timeout: float
+) -> tuple[int, float, str, list[str]]:
+    """(exit code, seconds, pytest's last line, the failed tests' ids)."""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *targets]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(
             cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        return -1, time.perf_counter() - t0, "timeout"
-    tail = (proc.stdout + proc.stderr).strip().splitlines()
-    return proc.returncode, time.perf_counter() - t0, tail[-1] if tail else ""
+        return -1, time.perf_counter() - t0, "timeout", []
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    failed = [ln.split()[1] for ln in lines if ln.startswith("FAILED ")]
+    return proc.returncode, time.perf_counter() - t0, lines[-1] if lines else "", failed
 
 
 def main() -> None:
@@ -372,7 +380,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["AUTOINTERP_TEST_PLANTED_DIR"] = str(tmp / "planted")  # the planted cache, built once
     targets = list(dict.fromkeys(t for n in names for t in MUTATIONS[n].tests))
-    rc, secs, tail = pytest(targets, env, args.timeout * 2)
+    rc, secs, tail, _ = pytest(targets, env, args.timeout * 2)
     print(f"baseline (no mutation): rc {rc} in {secs:.0f}s: {tail}", flush=True)
     if rc != 0:
         print(json.dumps({"error": "the unmutated tests fail", "baseline": tail}))
@@ -382,13 +390,13 @@ def main() -> None:
         m = MUTATIONS[name]
         hits = tmp / f"{name}.hits"
         mutated = {**env, ENV: name, HITS_ENV: str(hits)}
-        rc, secs, tail = pytest(list(m.tests), mutated, args.timeout)
+        rc, secs, tail, failed = pytest(list(m.tests), mutated, args.timeout)
         active = hits.is_file() and name in hits.read_text().split()
         status = "killed" if rc == 1 and active else "inert" if not active else "survived"
         if rc not in (0, 1):
             status = "error"
-        print(f"{name}: {status} (rc {rc}, {secs:.0f}s): {tail}", flush=True)
-        results.append({"name": name, "status": status, "seconds": round(secs, 1), "tests": tail})
+        print(f"{name}: {status} (rc {rc}, {secs:.0f}s): {tail} {' '.join(failed)}", flush=True)
+        results.append({"name": name, "status": status, "seconds": round(secs, 1), "by": failed})
     survivors = [r["name"] for r in results if r["status"] != "killed"]
     out = {
         "mutations_total": len(results),
@@ -397,6 +405,7 @@ def main() -> None:
         "seconds_total": round(time.perf_counter() - t_start, 1),
         "load_1min": round(os.getloadavg()[0], 2),
         "results": {r["name"]: r["status"] for r in results},
+        "killed_by": {r["name"]: r["by"] for r in results if r["status"] == "killed"},
     }
     print(json.dumps(out))
 
