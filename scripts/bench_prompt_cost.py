@@ -8,8 +8,10 @@ chat messages as their contents plus 4 tokens per message (a chat template's ove
 ``shared_prefix`` is the share of prompt tokens equal to a prefix of the previous request of
 the same kind (what vLLM's prefix cache reuses when requests stream in order). Then explains
 the same latents with the ``iterative`` explainer and counts its requests (explain, detection
-on held-back train windows, detection on selection) per round (``iterative_*``). Prints, as
-its LAST line, one JSON object.
+on held-back train windows, detection on selection) per round (``iterative_*``). Then the
+cost keys of issue 17 (scripts/prompt_cost_extras.py: uncached tokens with a real chat
+tokenizer, best-of-5 and rescore shared-prefix fractions, estimate error, batch resubmissions
+after a kill). Prints, as its LAST line, one JSON object.
 
 With delphi installed (bench-only: ``pip install --no-deps eai-delphi==0.1.3``), delphi's
 default explainer, detection and fuzzing prompts are rendered from its package on the SAME

@@ -260,3 +260,18 @@ def test_unpriced_local_server_is_free_and_unpriced_api_says_so(run: Path, serve
     est = estimate(run, cfg, stages=["explain"], sample=4, counter=COUNTER)
     assert not est.local and est.price is None and est.total.cost_usd == 0
     assert "NO PRICE (set llm.prices)" in "\n".join(format_estimate(est))
+
+
+def test_rescore_dry_run_estimates_the_imported_rows(run: Path, server: FakeServer) -> None:
+    cfg = served(run, server)
+    (run / "run.yaml").write_text(
+        json.dumps(
+            {"run_dir": str(run), "llm": cfg.llm.model_dump(mode="json", exclude={"prices"})}
+        )
+    )
+    table = run / "theirs.csv"
+    pl.DataFrame({"latent": [0, 1, 2], "explanation": ['"a"', '"b"', '"c"']}).write_csv(table)
+    res = CliRunner().invoke(app, ["rescore", str(run), "-e", str(table), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "3 latents (3 sampled" in res.output and "score:detection" in res.output
+    assert server.hits == 0 and not (run / "imported_explanations.parquet").exists()

@@ -52,15 +52,12 @@ def run(
     }
     cfg = resolve_config(config, overrides)
     chosen = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    if dry_run:  # the free stages run, then the LLM stages' estimate; no LLM call
+    if dry_run:  # cache + sample if never run (no LLM), then the LLM stages' estimate
         from autointerp.cli.estimate import prepare_examples, print_estimate
         from autointerp.pipeline import check_stages
 
         try:
             picked = check_stages(chosen)
-            free = [s for s in picked if s in ("cache", "sample")]
-            if free:
-                run_pipeline(cfg, free, progress=not no_progress)
             prepare_examples(cfg, not no_progress)
             llm_stages = [s for s in picked if s in ("explain", "score")]
             print_estimate(cfg.run_dir, cfg, llm_stages, latents=parse_latents(latents))

@@ -144,6 +144,18 @@ def _dry_run(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _sums() -> dict[str, Any]:
+    """Running sums of one stage; ``cost`` per latent tag (the spread gives the interval)."""
+    return {
+        "requests": 0,
+        "cached": 0,
+        "prompt": 0,
+        "completion": 0,
+        "max": 0,
+        "cost": defaultdict(float),
+    }
+
+
 def _stage_of(r: Recorded) -> str:
     return str(r.request.tags.get("stage", "other"))
 
@@ -227,16 +239,7 @@ def estimate(
     local = config.llm.backend in ("vllm", "lexical") or (on_localhost and price is None)
     if price is not None and config.llm.batch.enabled:
         price = price.batched()
-    sums: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {
-            "requests": 0,
-            "cached": 0,
-            "prompt": 0,
-            "completion": 0,
-            "max": 0,
-            "cost": defaultdict(float),
-        }
-    )
+    sums: dict[str, dict[str, Any]] = defaultdict(_sums)
     for r in recorded:
         if r.backend == "lexical":  # the offline baseline (e.g. token-list): free
             continue
@@ -258,7 +261,7 @@ def estimate(
 
     def extrapolate(s: dict[str, Any]) -> tuple[float, tuple[float, float]]:
         per = np.array([s["cost"].get(k, 0.0) for k in sampled]) if sampled else np.zeros(1)
-        total = float(per.sum()) * scale
+        total = float(sum(s["cost"].values())) * scale  # untagged requests included
         half = Z95 * n_all * float(per.std(ddof=1)) / math.sqrt(n) * fpc if n > 1 else 0.0
         return total, (max(0.0, total - half), total + half)
 
@@ -278,14 +281,7 @@ def estimate(
             wall_s=wall,
         )
 
-    total: dict[str, Any] = {
-        "requests": 0,
-        "cached": 0,
-        "prompt": 0,
-        "completion": 0,
-        "max": 0,
-        "cost": defaultdict(float),
-    }
+    total = _sums()
     for s in sums.values():
         for k in ("requests", "cached", "prompt", "completion", "max"):
             total[k] += s[k]
