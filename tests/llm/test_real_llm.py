@@ -38,7 +38,7 @@ from autointerp.scorers.run import score  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 NAME = "smollm2-135m-instruct"
-RULES = DEFAULT_RULES[:3]  # "def", "return", "self"
+RULES = DEFAULT_RULES[:2]  # "def", "return": each also scored with the other's explanation
 VLLM = {
     "max_model_len": 2048,
     "dtype": "float32",
@@ -81,11 +81,11 @@ def _overrides(run: Path, coder: Path, model: str, **extra: Any) -> dict[str, An
             "test": {"quantile": 10, "random": 4, "similar": 3, "neighbour": 3},
         },
         "llm": {"model": model, "vllm": VLLM, **extra},
-        "explain": {"max_tokens": 80},
+        "explain": {"max_tokens": 60},
         "score": {
             "detection": {"examples_per_prompt": 10, "max_tokens": 60},
             "fuzzing": {"examples_per_prompt": 10, "max_tokens": 60},
-            "simulation": {"examples_per_prompt": 4, "max_tokens": 300},
+            "simulation": {"examples_per_prompt": 10, "max_tokens": 400},
         },
     }
 
