@@ -70,7 +70,7 @@ _WORDS = {"0": "0", "1": "1", "yes": "1", "no": "0", "true": "1", "false": "0"}
 
 
 def _digit(token: str) -> str | None:
-    """"0"/"1" for an answer token: 0/1 or yes/no/true/false in any case, with or without the
+    """The answer "0" or "1" of a token: 0/1 or yes/no/true/false in any case, with or without the
     space or punctuation a tokenizer glues to it (" Yes", "[1", "1,")."""
     return _WORDS.get(token.strip(_PUNCT).lower())
 

@@ -30,7 +30,7 @@ from autointerp.calibrate import planted_explanations  # noqa: E402
 from autointerp.coders.planted import DEFAULT_RULES, write_planted_coder  # noqa: E402
 from autointerp.config import load_config  # noqa: E402
 from autointerp.explainers.run import explain  # noqa: E402
-from autointerp.models import ENV_VAR, fetch, is_fetched  # noqa: E402
+from autointerp.models import ENV_VAR, cpu_env_defaults, fetch, is_fetched  # noqa: E402
 from autointerp.models.serve import serve_command  # noqa: E402
 from autointerp.pipeline import run_pipeline  # noqa: E402
 from autointerp.scorers.run import score  # noqa: E402
@@ -155,7 +155,7 @@ def _free_port() -> int:
 def server(models_root: Path) -> Iterator[str]:
     """`vllm serve` of SmolLM2 on loopback, started by the test and killed after."""
     port = _free_port()
-    env = {**os.environ, ENV_VAR: str(models_root)}
+    env = {**os.environ, **cpu_env_defaults(), ENV_VAR: str(models_root)}
     os.environ[ENV_VAR] = str(models_root)
     try:
         cmd = serve_command(
