@@ -48,6 +48,13 @@ ANSWER_SCHEMA = {
 _PUNCT = ' \t\n"[]{}(),:'
 
 
+def answer_schema(n: int) -> dict[str, Any]:
+    """ANSWER_SCHEMA with exactly ``n`` answers: a structured-output engine then ends the list
+    after the n-th (SmolLM2 otherwise kept appending 0s and 1s until max_tokens)."""
+    answers = {**ANSWER_SCHEMA["properties"]["answers"], "minItems": n, "maxItems": n}
+    return {**ANSWER_SCHEMA, "properties": {"answers": answers}}
+
+
 @dataclass
 class Item:
     """One window as the judge sees it, and the truth the judge should find."""
@@ -147,7 +154,7 @@ def request(
             ),
         ],
         sampling=SamplingParams.model_construct(temperature=0.0, max_tokens=max_tokens),
-        json_schema=ANSWER_SCHEMA,
+        json_schema=answer_schema(len(items)),
         logprobs=5 if logprobs else None,
         task=task,
         tags=tags,
