@@ -104,9 +104,10 @@ def _check_scores(paths: dict[str, Path], n_latents: int) -> dict[str, pl.DataFr
         assert ok.height > 0, (scorer, df["error"].to_list())  # the path returns numbers
         headline = "pearson" if scorer == "simulation" else "balanced_accuracy"
         assert all(math.isfinite(v) for v in ok[headline]), (scorer, ok[headline].to_list())
-        assert (ok["n_examples"] + ok["n_lost"] == 20).all()  # 10 activating + 10 contrast
+        assert ((df["n_examples"] + df["n_lost"]) == df["n_examples"][0] + df["n_lost"][0]).all()
         failed = df.filter(pl.col("status") == "failed")
         assert all(e and e.startswith(f"every {scorer} answer failed") for e in failed["error"])
+        assert (failed["n_lost"] > 0).all()  # every lost window counted
         out[scorer] = df
     return out
 
