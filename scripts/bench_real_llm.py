@@ -65,6 +65,15 @@ def main() -> None:
     for stale in ("explanations.parquet", "scores", "llm_cache.sqlite", "llm_usage.jsonl"):
         path = run / stale
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    latents = list(range(args.latents))
+    # the offline token-list explanations too (not timed): detection then has work even
+    # where SmolLM2's own explanation failed (the score stage scores every explainer's)
+    explain(
+        run,
+        load_config(None, {**base, "explain.explainer": "token-list"}),
+        latents=latents,
+        progress=False,
+    )
     overrides = {
         **base,
         "llm.model": f"vllm:{MODEL}",
@@ -100,7 +109,6 @@ def main() -> None:
         return await complete(self, request)
 
     Backend._build, Backend._shutdown, Backend.complete = timed_build, metered_shutdown, recorded
-    latents = list(range(args.latents))
     t0 = time.monotonic()
     explain(run, cfg, latents=latents, progress=False)
     paths = score(run, cfg, scorers=["detection"], latents=latents, progress=False)
@@ -108,7 +116,7 @@ def main() -> None:
     Backend._build, Backend._shutdown, Backend.complete = build, shutdown, complete
     pipeline_s = total - startup[0]
 
-    expl = pl.read_parquet(run / "explanations.parquet")
+    expl = pl.read_parquet(run / "explanations.parquet").filter(pl.col("explainer") == "default")
     det = pl.read_parquet(str(paths["detection"]).replace(".parquet", ".examples.parquet"))
     det_prompts = det.select("hookpoint", "latent", "explanation_id", "prompt", "error").unique(
         ["hookpoint", "latent", "explanation_id", "prompt"]

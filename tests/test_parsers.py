@@ -203,3 +203,39 @@ def test_logprob_predictions_find_every_placeholder() -> None:
     assert got == [([7.0, 2.0], None), ([0.0], None)]
     none = read_logprob_predictions(LLMResponse(), prompt, offsets)
     assert none[0] == (None, "backend returned no prompt logprobs")
+
+
+def test_judge_requests_ask_for_exactly_one_answer_per_window() -> None:
+    from autointerp.scorers.judge import Item, answer_schema, request
+
+    items = [Item(text=f"w{i}", tokens=[f"w{i}"], truth=True, meta={}) for i in range(3)]
+    req = request("detection_system", "detection_user", "x", items, {}, 50, True, {})
+    answers = req.json_schema["properties"]["answers"]
+    assert (answers["minItems"], answers["maxItems"]) == (3, 3)
+    assert answers["items"] == {"type": "integer", "enum": [0, 1]}
+    assert answer_schema(7)["required"] == ["answers"]
+
+
+def test_simulation_with_no_usable_answer_is_a_failed_row_not_a_crash() -> None:
+    from autointerp.scorers.base import ScoreContext, Tally
+    from autointerp.scorers.config import ScoreConfig
+    from autointerp.scorers.simulation import SimulationScorer
+
+    scorer = SimulationScorer(ScoreContext(ScoreConfig(), 0, "openai:x", "openai"))
+    rows = [
+        {
+            "kind": "activating",
+            "sampler": "quantile",
+            "quantile": 0,
+            "seq_id": i,
+            "start": 0,
+            "activations": [0.0, 1.0],
+        }
+        for i in range(3)
+    ]
+    tally = Tally(requests=1, failed=1)
+    result = scorer._result(
+        rows, [None] * 3, ["window of 5 numbers for 2 tokens"] * 3, tally, "test"
+    )
+    assert result.status == "failed" and result.n_lost == 3 and result.tally.requests == 1
+    assert result.error == "every simulation answer failed: window of 5 numbers for 2 tokens"

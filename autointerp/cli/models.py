@@ -84,4 +84,6 @@ def serve(
         return
     typer.echo(shlex.join(cmd), err=True)
     if not print_only:
-        os.execv(cmd[0], cmd)
+        from autointerp.models import cpu_env_defaults
+
+        os.execve(cmd[0], cmd, {**os.environ, **cpu_env_defaults()})

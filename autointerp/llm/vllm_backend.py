@@ -20,7 +20,7 @@ from typing import Any
 from autointerp.llm.base import Backend, FatalError
 from autointerp.llm.config import LLMConfig
 from autointerp.llm.types import LLMRequest, LLMResponse, TokenLogprob, TopLogprob
-from autointerp.models import engine_dtype, has_cuda, resolve_model
+from autointerp.models import cpu_env_defaults, engine_dtype, has_cuda, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class VLLMBackend(Backend):
         c = self._cfg
         dtype = engine_dtype(c.dtype)
         extra = dict(c.extra)
+        os.environ.update(cpu_env_defaults())
         if not has_cuda() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             extra.setdefault("kv_cache_memory_bytes", int(c.cpu_kv_cache_gib * 2**30))
         log.info("starting vLLM engine for %s (dtype %s)", self.model, dtype)

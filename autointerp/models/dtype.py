@@ -51,3 +51,17 @@ def engine_dtype(requested: str = "auto") -> str:
         f"native bf16: {', '.join(native)}" if native else "no native bf16: fp32 is faster",
     )
     return choice
+
+
+# vLLM kills its engine when one model step takes longer than this (300 s by default): on a
+# busy CPU a batched prefill can, so without CUDA the limit is raised unless the user set it
+CPU_ENV = {"VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS": "3600"}
+
+
+def cpu_env_defaults() -> dict[str, str]:
+    """Environment variables vLLM needs on a CPU that the user did not set ({} with CUDA)."""
+    if has_cuda():
+        return {}
+    import os
+
+    return {k: v for k, v in CPU_ENV.items() if k not in os.environ}

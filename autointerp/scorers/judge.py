@@ -50,6 +50,13 @@ ANSWER_SCHEMA = {
 _PUNCT = ' \t\n"[]{}(),:'
 
 
+def answer_schema(n: int) -> dict[str, Any]:
+    """ANSWER_SCHEMA with exactly ``n`` answers: a structured-output engine then ends the list
+    after the n-th (SmolLM2 otherwise kept appending 0s and 1s until max_tokens)."""
+    answers = {**ANSWER_SCHEMA["properties"]["answers"], "minItems": n, "maxItems": n}
+    return {**ANSWER_SCHEMA, "properties": {"answers": answers}}
+
+
 @dataclass
 class Item:
     """One window as the judge sees it, and the truth the judge should find."""
@@ -72,7 +79,7 @@ _WORDS = {"0": "0", "1": "1", "yes": "1", "no": "0", "true": "1", "false": "0"}
 
 
 def _digit(token: str) -> str | None:
-    """ "0"/"1" for an answer token: 0/1 or yes/no/true/false in any case, with or without the
+    """The answer "0" or "1" of a token: 0/1 or yes/no/true/false in any case, with or without the
     space or punctuation a tokenizer glues to it (" Yes", "[1", "1,")."""
     return _WORDS.get(token.strip(_PUNCT).lower())
 
@@ -149,7 +156,7 @@ def request(
             ),
         ],
         sampling=SamplingParams.model_construct(temperature=0.0, max_tokens=max_tokens),
-        json_schema=ANSWER_SCHEMA,
+        json_schema=answer_schema(len(items)),
         logprobs=5 if logprobs else None,
         task=task,
         tags=tags,

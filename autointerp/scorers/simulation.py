@@ -258,8 +258,10 @@ class SimulationScorer(Scorer):
         truth = [np.asarray(rows[i]["activations"], dtype=np.float64) for i in ok]
         pred = [np.asarray(preds[i], dtype=np.float64) for i in ok]
         groups = np.array([_group(rows[i]) for i in ok], dtype=np.int64)
-        metrics = pearson_metrics(
-            truth, pred, groups, n_boot=self.config.n_boot, seed=self.ctx.seed
+        metrics = (  # no usable answer: a failed row saying why (below), not a crash
+            pearson_metrics(truth, pred, groups, n_boot=self.config.n_boot, seed=self.ctx.seed)
+            if ok
+            else {}
         )
         examples = [
             {
