@@ -350,14 +350,21 @@ def audit_scorer(run_dir: Path, scorer: str, seed: int = 0) -> pl.DataFrame | No
 def run_audit(
     run_dir: str | Path, scorers: Sequence[str] | None = None, seed: int = 0
 ) -> dict[str, Path]:
-    """Audit every judge scorer with an examples file; returns ``{scorer: audit path}``."""
+    """Audit every judge scorer with an examples file; returns ``{scorer: audit path}``. An
+    audit newer than its examples file is kept as it is (a resumed run that scored nothing
+    rewrites nothing)."""
     run_dir = Path(run_dir)
     out = {}
     for name in scorers or AUDITED:
         if name not in AUDITED:
             continue
-        df = audit_scorer(run_dir, name, seed)
         path = audit_path(run_dir, name)
+        examples = run_dir / "scores" / f"{name}.examples.parquet"
+        fresh = path.is_file() and examples.is_file()
+        if fresh and path.stat().st_mtime_ns >= examples.stat().st_mtime_ns:
+            out[name] = path
+            continue
+        df = audit_scorer(run_dir, name, seed)
         if df is None:
             continue
         tmp = path.with_suffix(".tmp")
