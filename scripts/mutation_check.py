@@ -17,6 +17,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -383,6 +384,7 @@ def main() -> None:
     rc, secs, tail, _ = pytest(targets, env, args.timeout * 2)
     print(f"baseline (no mutation): rc {rc} in {secs:.0f}s: {tail}", flush=True)
     if rc != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         print(json.dumps({"error": "the unmutated tests fail", "baseline": tail}))
         raise SystemExit(1)
     results = []
@@ -397,6 +399,7 @@ def main() -> None:
             status = "error"
         print(f"{name}: {status} (rc {rc}, {secs:.0f}s): {tail} {' '.join(failed)}", flush=True)
         results.append({"name": name, "status": status, "seconds": round(secs, 1), "by": failed})
+    shutil.rmtree(tmp, ignore_errors=True)
     survivors = [r["name"] for r in results if r["status"] != "killed"]
     out = {
         "mutations_total": len(results),
