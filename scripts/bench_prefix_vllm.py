@@ -85,6 +85,7 @@ def main() -> None:
         max_model_len=4096,
         enable_prefix_caching=True,
         disable_log_stats=False,
+        enforce_eager=True,  # no compilation: minutes on a small CPU
         seed=0,
     )
     start_s = time.perf_counter() - t0
