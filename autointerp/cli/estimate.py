@@ -44,7 +44,7 @@ def print_estimate(
 ) -> None:
     """Estimate, keep it in the run directory (``estimate.json``) and print it."""
     from autointerp.cost import estimate, format_estimate, save_estimate
-    from autointerp.cost.budget import estimate_json
+    from autointerp.cost.budget import _usd, estimate_json
 
     est = estimate(
         run_dir,
@@ -66,7 +66,7 @@ def print_estimate(
     cap = cfg.llm.max_cost_usd
     if cap is not None:
         verdict = "exceeds" if est.total.cost_usd > cap else "is within"
-        typer.echo(f"the estimate {verdict} llm.max_cost_usd=${cap:,.2f}")
+        typer.echo(f"the estimate {verdict} llm.max_cost_usd=${_usd(cap)}")
 
 
 @app.command()

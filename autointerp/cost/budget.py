@@ -63,9 +63,9 @@ def check_budget(
     lo, hi = est.total.cost_usd_ci
     if est.total.cost_usd > cap:
         raise BudgetExceeded(
-            f"estimated cost ${est.total.cost_usd:,.2f} (95% interval ${lo:,.2f}-${hi:,.2f}) of "
-            f"{'+'.join(stages)} on {est.latents} latents with {est.model} exceeds "
-            f"llm.max_cost_usd=${cap:,.2f}: raise llm.max_cost_usd, pick fewer latents "
+            f"estimated cost ${_usd(est.total.cost_usd)} (95% interval ${_usd(lo)}-${_usd(hi)}) "
+            f"of {'+'.join(stages)} on {est.latents} latents with {est.model} exceeds "
+            f"llm.max_cost_usd=${_usd(cap)}: raise llm.max_cost_usd, pick fewer latents "
             "(--latents) or a cheaper llm.model; `autointerp estimate` shows the breakdown"
         )
     log.info(
@@ -136,7 +136,7 @@ def format_estimate(est: Estimate) -> list[str]:
         )
     lo, hi = est.total.cost_usd_ci
     lines.append(
-        f"95% interval of the total: ${lo:,.2f}-${hi:,.2f}; completion tokens at most "
+        f"95% interval of the total: ${_usd(lo)}-${_usd(hi)}; completion tokens at most "
         f"{est.total.max_completion_tokens:,} (max_tokens); wall time: {est.wall_basis}"
     )
     return lines

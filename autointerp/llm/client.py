@@ -147,8 +147,12 @@ class LLMClient:
         await self.backend.aclose()
         if self.cache is not None:
             self.cache.close()
-        log.info(
-            "llm usage (%s:%s): %s", self.backend.name, self.backend.model, self.usage.summary()
+        log.log(
+            logging.DEBUG if getattr(self.backend, "dry", False) else logging.INFO,
+            "llm usage (%s:%s): %s",
+            self.backend.name,
+            self.backend.model,
+            self.usage.summary(),
         )
 
     async def __aenter__(self) -> LLMClient:

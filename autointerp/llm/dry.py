@@ -60,6 +60,7 @@ class DryRunBackend(Backend):
     local = True
     cacheable = False
     limited = False  # the configured rate limits are for the real API, not this stand-in
+    dry = True  # its client's usage is not logged as if sent
 
     def __init__(self, config: LLMConfig, recorder: Recorder) -> None:
         from autointerp.llm.lexical import LexicalBackend
