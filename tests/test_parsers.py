@@ -239,3 +239,11 @@ def test_simulation_with_no_usable_answer_is_a_failed_row_not_a_crash() -> None:
     )
     assert result.status == "failed" and result.n_lost == 3 and result.tally.requests == 1
     assert result.error == "every simulation answer failed: window of 5 numbers for 2 tokens"
+
+
+def test_simulation_json_asks_for_one_list_per_window() -> None:
+    from autointerp.scorers.simulation import _exact_lists
+
+    lists = _exact_lists(4)["properties"]["activations"]
+    assert (lists["minItems"], lists["maxItems"]) == (4, 4)
+    assert lists["items"] == {"type": "array", "items": {"type": "number"}}

@@ -53,6 +53,13 @@ JSON_SCHEMA = {
 }
 
 
+def _exact_lists(n: int) -> dict[str, Any]:
+    """JSON_SCHEMA with exactly ``n`` lists (one per window): SmolLM2 otherwise answered with an
+    empty list of lists."""
+    lists = {**JSON_SCHEMA["properties"]["activations"], "minItems": n, "maxItems": n}
+    return {**JSON_SCHEMA, "properties": {"activations": lists}}
+
+
 def _line_token(tok: str) -> str:
     """A token on one line: tabs and newlines escaped (the line ends in a tab and the value)."""
     return tok.replace("\t", "\\t").replace("\n", "\\n") or " "
@@ -221,7 +228,7 @@ class SimulationScorer(Scorer):
                 ),
             ],
             sampling=SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens),
-            json_schema=JSON_SCHEMA,
+            json_schema=_exact_lists(len(chunk)),
             task={"kind": "simulate", "explanation": explanation, "examples": chunk},
             tags=tags,
             check=lambda r: _first_error(read_json_predictions(r, [len(t) for t in chunk])),
