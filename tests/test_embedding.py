@@ -68,7 +68,9 @@ def counted(monkeypatch) -> dict[str, int]:
 def test_true_planted_explanation_beats_shuffled(planted) -> None:
     run, table = planted
     rows = {r["latents"]: r for r in table.filter(pl.col("scorer") == "embedding").to_dicts()}
-    assert rows["all"]["auroc"] >= 0.85, rows["all"]
+    # 0.84 on the planted set since windows put the peak at a random place (was 0.88 with the
+    # peak at a fixed offset); 16 latents, so one pair moves the AUROC by 1/256
+    assert rows["all"]["auroc"] >= 0.8, rows["all"]
     assert rows["token"]["auroc"] >= 0.8, rows["token"]
     assert rows["all"]["mean_true"] > rows["all"]["mean_shuffled"] + 0.15, rows["all"]
     df = pl.read_parquet(run / "scores" / "embedding.parquet")

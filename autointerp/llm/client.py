@@ -215,7 +215,7 @@ class LLMClient:
                 break
             response.error = f"invalid answer: {why}"
             log.debug("answer fails its task's checks (%s): %.200r", why, response.text)
-            if response.finish_reason == "length":
+            if response.finish_reason == "length" and request.prompt_logprobs is None:
                 # cut at max_tokens: the same prompt is cut the same way again; the caller
                 # may ask differently (explainers: a firmer instruction)
                 response.error += " (answer cut at max_tokens)"

@@ -29,8 +29,15 @@ class Recorded:
 class Recorder:
     requests: dict[str, Recorded] = field(default_factory=dict)
 
-    def add(self, backend: str, model: str, request: LLMRequest, answer: str) -> None:
-        key = request.cache_key(backend, model)
+    def add(
+        self,
+        backend: str,
+        model: str,
+        request: LLMRequest,
+        answer: str,
+        endpoint: str | None = None,
+    ) -> None:
+        key = request.cache_key(backend, model, endpoint)  # the client's key (endpoint too)
         if key not in self.requests:  # a repeat would come from the response cache
             self.requests[key] = Recorded(key, backend, model, request, answer)
 
@@ -67,6 +74,7 @@ class DryRunBackend(Backend):
 
         self.name = config.backend
         self.model = config.model_name
+        self.endpoint = config.endpoint
         self._recorder = recorder
         self._lexical = LexicalBackend()
 
@@ -80,6 +88,6 @@ class DryRunBackend(Backend):
             text = json.dumps({"answers": parsed["labels"]})
         else:
             text = response.text or (json.dumps(parsed) if parsed else "")
-        self._recorder.add(self.name, self.model, request, text)
+        self._recorder.add(self.name, self.model, request, text, self.endpoint)
         response.backend, response.model = self.name, self.model
         return response

@@ -168,8 +168,17 @@ def read_json_predictions(
 
 
 def _first_error(got: list[tuple[list[float] | None, str | None]]) -> str | None:
-    """The simulate task's check: the first window whose predictions are unusable."""
+    """The JSON simulate task's check: the first window whose predictions are unusable."""
     return next((err for _, err in got if err is not None), None)
+
+
+def _all_failed(got: list[tuple[list[float] | None, str | None]]) -> str | None:
+    """The prompt-logprobs task's check: unusable only when no window has a prediction. The
+    logprobs of a prompt are the same every time it is asked, so a window whose placeholder
+    a tokenizer merged away is lost (counted), not a reason to ask again."""
+    if any(err is None for _, err in got):
+        return None
+    return _first_error(got)
 
 
 NO_BIN = 99  # activating windows drawn by top-k / uniform samplers: pearson_q99
@@ -213,7 +222,7 @@ class SimulationScorer(Scorer):
                 sampling=SamplingParams(temperature=0.0, max_tokens=1),
                 prompt_logprobs=cfg.top_logprobs,
                 tags=tags,
-                check=lambda r: _first_error(read_logprob_predictions(r, prompt, offsets)),
+                check=lambda r: _all_failed(read_logprob_predictions(r, prompt, offsets)),
             )
             return req, (prompt, offsets)
         shown = excerpts([json.dumps(t, ensure_ascii=False) for t in chunk])

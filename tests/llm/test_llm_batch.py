@@ -47,7 +47,8 @@ def _paths(server: FakeServer) -> list[str]:
 
 def test_batch_completes_and_matches_live(server: FakeServer, api_key: str, tmp_path: Path):
     reqs = _requests(7)
-    out = asyncio.run(_run(create_client(_config(server), tmp_path), reqs))
+    cfg = _config(server)
+    out = asyncio.run(_run(create_client(cfg, tmp_path), reqs))
     assert [r.text for r in out] == [_answer(r) for r in reqs]
     assert all(r.ok and r.prompt_tokens > 0 for r in out)
     # one job: one upload, one create; no live chat request
@@ -56,7 +57,8 @@ def test_batch_completes_and_matches_live(server: FakeServer, api_key: str, tmp_
     assert server.batch.lines_submitted == 7
     # the JSONL sent is OpenAI's batch format, custom ids = the response-cache keys
     lines = [json.loads(x) for x in server.batch.files["file-1"].splitlines()]
-    keys = [r.cache_key("openai", "gpt-4o-mini") for r in reqs]
+    keys = [r.cache_key("openai", "gpt-4o-mini", cfg.endpoint) for r in reqs]
+    assert cfg.endpoint and cfg.endpoint.startswith("http://127.0.0.1")
     assert sorted(line["custom_id"] for line in lines) == sorted(keys)
     assert {line["url"] for line in lines} == {"/v1/chat/completions"}
     # the batch price (half of gpt-4o-mini's live 0.15 / 0.60 per 1M tokens)

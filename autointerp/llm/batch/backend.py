@@ -37,6 +37,7 @@ class BatchBackend(Backend):
     def __init__(self, config: LLMConfig, run_dir: str | Path | None) -> None:
         self._live = OpenAIBackend(config)
         self.name, self.model = self._live.name, self._live.model
+        self._endpoint = config.endpoint  # in the cache key, as the client's
         self.on_localhost = self._live.on_localhost
         self.cfg = config.batch
         self.store = JobStore(Path(run_dir or ".") / "batches")
@@ -96,7 +97,7 @@ class BatchBackend(Backend):
                 "llm.batch.enabled false for this scorer (or use a vLLM server)"
             )
         await self._start()
-        cid = request.cache_key(self.name, self.model)
+        cid = request.cache_key(self.name, self.model, self._endpoint)
         line = self._ready.pop(cid, None)
         if line is None:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
