@@ -219,7 +219,11 @@ def test_vllm_server_explains_and_scores(planted_run: Path, server: str) -> None
         progress=False,
     )
     scores = _check_scores(paths, len(RULES))
-    # the local server is never timed out nor hammered: no request failed in transport
-    assert (scores["detection"]["n_failed_requests"] == 0).all()
+    # the local server is never timed out nor hammered: no request failed in transport (a
+    # failed request is an answer SmolLM2 wrote badly: unparseable or invalid, counted)
+    for name in ("detection", "fuzzing"):
+        ex = pl.read_parquet(paths[name].with_name(f"{name}.examples.parquet"))
+        bad = ex["error"].drop_nulls().unique().to_list()
+        assert all(e.startswith(("unparseable JSON", "invalid answer")) for e in bad), bad
     errors = [e for df in scores.values() for e in df["error"].drop_nulls()]
     assert not [e for e in errors + expl["error"].drop_nulls().to_list() if "timeout" in e]
