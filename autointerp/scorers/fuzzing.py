@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from autointerp.runner.examples import LatentExamples, highlight_mask
-from autointerp.scorers.audit import closest, mean_log_count, token_log_counts
 from autointerp.scorers.base import seeded_rng, shown_columns
+from autointerp.scorers.frequency import closest, mean_log_count, token_log_counts
 from autointerp.scorers.judge import BinaryJudgeScorer, Item, window_meta
 from autointerp.text import highlight
 

@@ -30,7 +30,6 @@ from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams
 from autointerp.runner.examples import LatentExamples, highlight_mask
-from autointerp.scorers.audit import closest, mean_log_count, token_log_counts
 from autointerp.scorers.base import (
     KEY_SCHEMA,
     SHOWN_SCHEMA,
@@ -42,6 +41,7 @@ from autointerp.scorers.base import (
     seeded_rng,
     shown_columns,
 )
+from autointerp.scorers.frequency import closest, mean_log_count, token_log_counts
 from autointerp.scorers.judge import window_meta
 from autointerp.scorers.metrics import accuracy_metrics
 from autointerp.text import excerpts, highlight
