@@ -35,6 +35,10 @@ class Vocab:
         self._array = np.array(self.strings + [""], dtype=object)  # last: out-of-range ids
         # ids of special tokens (BOS, EOS, ...): what the shortcut audit counts as shown
         self.special_ids: np.ndarray = np.unique(np.asarray(list(special), dtype=np.int64))
+        # lookup table over ids (last slot: out of range), cheaper than np.isin per window
+        self._special = np.zeros(len(self.strings) + 1, dtype=bool)
+        inside = self.special_ids[(self.special_ids >= 0) & (self.special_ids < len(self.strings))]
+        self._special[inside] = True
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any) -> Vocab:
@@ -44,7 +48,9 @@ class Vocab:
 
     def n_special(self, ids: Sequence[int] | np.ndarray) -> int:
         """How many of ``ids`` are special tokens."""
-        return int(np.isin(np.asarray(ids, dtype=np.int64), self.special_ids).sum())
+        idx = np.asarray(ids, dtype=np.int64)
+        n = len(self.strings)
+        return int(self._special[np.where((idx >= 0) & (idx < n), idx, n)].sum())
 
     def tokens(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         idx = np.asarray(ids, dtype=np.int64)

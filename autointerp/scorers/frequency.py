@@ -41,8 +41,16 @@ def closest(
     ids: np.ndarray, cands: list[np.ndarray], target: float, log_counts: np.ndarray | None
 ) -> np.ndarray:
     """The first of ``cands`` whose marked tokens (of ``ids``) are, on average, as frequent in
-    the cache as ``target`` (log(1 + count)); the first candidate without counts."""
+    the cache as ``target`` (log(1 + count)); the first candidate without counts. Masks of
+    another length than the window are passed over."""
     if log_counts is None or len(cands) == 1:
         return cands[0]
-    gaps = [abs(mean_log_count(log_counts, ids, m) - target) for m in cands]
-    return cands[int(np.argmin(gaps))]
+    idx = np.asarray(ids, dtype=np.int64)
+    fit = [i for i, m in enumerate(cands) if len(m) == len(idx)]  # masks of this window
+    if not fit:
+        return cands[0]
+    counts = log_counts[np.minimum(np.maximum(idx, 0), len(log_counts) - 1)]
+    marks = np.stack([cands[i] for i in fit]).astype(bool)  # candidates x tokens
+    n = marks.sum(axis=1)
+    means = np.where(n > 0, (marks * counts).sum(axis=1) / np.maximum(n, 1), 0.0)
+    return cands[fit[int(np.argmin(np.abs(means - target)))]]

@@ -36,57 +36,95 @@ def wrong_mask(acts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
     return mask
 
 
+class Marks:
+    """The right highlight masks of a latent's activating windows and what the borrowing rules
+    ask of each, computed once per latent: mark counts, lengths, the mean log count of the
+    marked tokens (``log_counts``: token_log_counts; 0 without), and per window length a
+    matrix of the masks of that length."""
+
+    def __init__(
+        self, masks: list[np.ndarray], rows: list[dict[str, Any]], log_counts: np.ndarray | None
+    ) -> None:
+        self.masks = masks
+        self.sums = np.array([int(m.sum()) for m in masks], dtype=np.int64)
+        self.lens = np.array([len(m) for m in masks], dtype=np.int64)
+        self.means = np.array(
+            [
+                mean_log_count(log_counts, r["tokens"], m) if log_counts is not None else 0.0
+                for r, m in zip(rows, masks, strict=True)
+            ]
+        )
+        self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def of_length(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices of the masks of ``length`` tokens, their masks as a matrix)."""
+        if length not in self._by_len:
+            idx = np.flatnonzero(self.lens == length)
+            mat = (
+                np.stack([self.masks[i] for i in idx]).astype(bool)
+                if len(idx)
+                else np.zeros((0, length), dtype=bool)
+            )
+            self._by_len[length] = (idx, mat)
+        return self._by_len[length]
+
+
 def borrowed_wrong_mask(
     row: dict[str, Any],
     own: int,
-    donors: list[np.ndarray],
+    marks: Marks,
     rng: np.random.Generator,
     log_counts: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Another window's mask (``donors[j]``, ``j != own``) that marks only tokens where this
-    window is silent: of those with as many marks as the window's own (any, if none), the one
-    whose marked tokens are as frequent as its own marked ones (seeded order on ties); else
+    """Another window's mask (``marks.masks[j]``, ``j != own``) that marks only tokens where
+    this window is silent: of those with as many marks as the window's own (any, if none), the
+    one whose marked tokens are as frequent as its own marked ones (seeded order on ties); else
     random silent tokens as many as its own marks; None when neither is possible."""
     acts = np.asarray(row["activations"])
-    silent = acts <= 0
-    own_mask = donors[own]
-    fits = [
-        donors[j]
-        for j in rng.permutation(len(donors)).tolist()
-        if j != own and len(donors[j]) == len(acts) and donors[j].any() and silent[donors[j]].all()
-    ]
-    same = [d for d in fits if d.sum() == own_mask.sum()] or fits
-    if not same:
-        return wrong_mask(acts, int(own_mask.sum()), rng)
-    ids = np.asarray(row["tokens"])
-    target = mean_log_count(log_counts, ids, own_mask) if log_counts is not None else 0.0
-    return closest(ids, same, target, log_counts).copy()
+    n_own = int(marks.sums[own])
+    order = rng.permutation(len(marks.masks))
+    idx, mat = marks.of_length(len(acts))
+    ok = np.zeros(len(marks.masks), dtype=bool)
+    ok[idx] = ~(mat & (acts > 0)).any(axis=1)  # marks on silent tokens only
+    ok &= marks.sums > 0
+    ok[own] = False
+    fits = order[ok[order]]
+    same = fits[marks.sums[fits] == n_own]
+    if not len(same):
+        same = fits
+    if not len(same):
+        return wrong_mask(acts, n_own, rng)
+    target = float(marks.means[own])
+    cands = [marks.masks[j] for j in same.tolist()]
+    return closest(np.asarray(row["tokens"]), cands, target, log_counts).copy()
 
 
 def borrowed_mask(
     row: dict[str, Any],
-    lenders: list[tuple[np.ndarray, float]],
+    lenders: Marks,
     rng: np.random.Generator,
     log_counts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Marks for a contrast window: a random lender's mask (``lenders``: masks of activating
-    windows with the mean log count of their own marked tokens); with token counts, of the
-    masks with as many marks, the one that marks tokens of this window as frequent as the
-    lender's. Random places, same count, when the lengths differ; one random token without
+    """Marks for a contrast window: a random lender's mask (``lenders``: the masks of
+    activating windows that mark something); with token counts, of the masks with as many
+    marks, the one that marks tokens of this window as frequent as the lender's own marked
+    tokens. Random places, same count, when the lengths differ; one random token without
     lenders."""
     length = len(row["strings"])
-    if not lenders:
+    n = len(lenders.masks)
+    if not n:
         mask = np.zeros(length, dtype=bool)
         mask[int(rng.integers(length))] = True
         return mask
-    d, target = lenders[int(rng.integers(len(lenders)))]
+    pick = int(rng.integers(n))
+    d, target = lenders.masks[pick], float(lenders.means[pick])
     if len(d) != length:
         mask = np.zeros(length, dtype=bool)
         mask[rng.choice(length, size=min(length, max(1, int(d.sum()))), replace=False)] = True
         return mask
-    order = rng.permutation(len(lenders)).tolist()
-    same = [d] + [lenders[j][0] for j in order if lenders[j][0].sum() == d.sum()]
-    same = [m for m in same if len(m) == length]
+    order = rng.permutation(n)
+    keep = order[(lenders.sums[order] == lenders.sums[pick]) & (lenders.lens[order] == length)]
+    same = [d] + [lenders.masks[j] for j in keep.tolist()]
     return closest(np.asarray(row["tokens"]), same, target, log_counts).copy()
 
 
@@ -108,16 +146,14 @@ class FuzzingScorer(BinaryJudgeScorer):
         n_wrong = round(self.config.fuzzing.wrong_fraction * len(act))
         wrong = set(rng.permutation(len(act))[:n_wrong].tolist()) if act else set()
         right = [highlight_mask(r["activations_norm"], thr) for r in act]
-        lenders = [
-            (m, mean_log_count(counts, r["tokens"], m) if counts is not None else 0.0)
-            for r, m in zip(act, right, strict=True)
-            if m.any()
-        ]
+        marks = Marks(right, act, counts)
+        lending = [i for i, m in enumerate(right) if m.any()]
+        lenders = Marks([right[i] for i in lending], [act[i] for i in lending], counts)
         out: list[Item] = []
         for i, r in enumerate(act):
             mask, variant = right[i], "correct"
             if i in wrong:
-                moved = borrowed_wrong_mask(r, i, right, rng, counts)
+                moved = borrowed_wrong_mask(r, i, marks, rng, counts)
                 if moved is not None:
                     mask, variant = moved, "wrong"
             out.append(self._item(ex, mask, variant == "correct", r, split, variant))
