@@ -110,7 +110,9 @@ class PartTable:
             return pl.DataFrame(rows, infer_schema_length=None)
         extra = list(dict.fromkeys(c for r in rows for c in r if c not in self.schema))
         schema = {**self.schema, **{c: pl.Float64() for c in extra}}
-        return pl.DataFrame(rows, schema=schema, strict=False)
+        # column lists, not row dicts: polars builds a frame from rows several times slower
+        columns = {c: [r.get(c) for r in rows] for c in schema}
+        return pl.DataFrame(columns, schema=schema, strict=False)
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()

@@ -49,8 +49,15 @@ def closest(
     fit = [i for i, m in enumerate(cands) if len(m) == len(idx)]  # masks of this window
     if not fit:
         return cands[0]
+    marks = np.stack([cands[i] for i in fit]).astype(bool)
+    return cands[fit[closest_row(idx, marks, target, log_counts)]]
+
+
+def closest_row(ids: np.ndarray, marks: np.ndarray, target: float, log_counts: np.ndarray) -> int:
+    """:func:`closest` over the rows of a matrix of masks (candidates x tokens of ``ids``):
+    the index of the first row whose marked tokens' mean log count is nearest ``target``."""
+    idx = np.asarray(ids, dtype=np.int64)
     counts = log_counts[np.minimum(np.maximum(idx, 0), len(log_counts) - 1)]
-    marks = np.stack([cands[i] for i in fit]).astype(bool)  # candidates x tokens
     n = marks.sum(axis=1)
     means = np.where(n > 0, (marks * counts).sum(axis=1) / np.maximum(n, 1), 0.0)
-    return cands[fit[int(np.argmin(np.abs(means - target)))]]
+    return int(np.argmin(np.abs(means - target)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import seeded_rng, shown_columns
-from autointerp.scorers.frequency import closest, mean_log_count, token_log_counts
+from autointerp.scorers.frequency import closest_row, mean_log_count, token_log_counts
 from autointerp.scorers.judge import BinaryJudgeScorer, Item, window_meta
 from autointerp.text import highlight
 
@@ -55,6 +55,22 @@ class Marks:
             ]
         )
         self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def closest(
+        self,
+        row: dict[str, Any],
+        cands: np.ndarray,
+        target: float,
+        log_counts: np.ndarray | None,
+    ) -> np.ndarray:
+        """A copy of the first of the masks ``cands`` (indices, all of the window's length)
+        whose marked tokens of ``row`` are as frequent as ``target`` (frequency.closest)."""
+        first = self.masks[int(cands[0])]
+        if log_counts is None or len(cands) == 1:
+            return first.copy()
+        idx, mat = self.of_length(len(first))
+        rows = mat[np.searchsorted(idx, cands)]
+        return self.masks[int(cands[closest_row(row["tokens"], rows, target, log_counts)])].copy()
 
     def of_length(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices of the masks of ``length`` tokens, their masks as a matrix)."""
@@ -94,9 +110,7 @@ def borrowed_wrong_mask(
         same = fits
     if not len(same):
         return wrong_mask(acts, n_own, rng)
-    target = float(marks.means[own])
-    cands = [marks.masks[j] for j in same.tolist()]
-    return closest(np.asarray(row["tokens"]), cands, target, log_counts).copy()
+    return marks.closest(row, same, float(marks.means[own]), log_counts)
 
 
 def borrowed_mask(
@@ -124,8 +138,7 @@ def borrowed_mask(
         return mask
     order = rng.permutation(n)
     keep = order[(lenders.sums[order] == lenders.sums[pick]) & (lenders.lens[order] == length)]
-    same = [d] + [lenders.masks[j] for j in keep.tolist()]
-    return closest(np.asarray(row["tokens"]), same, target, log_counts).copy()
+    return lenders.closest(row, np.concatenate([[pick], keep]), target, log_counts)
 
 
 class FuzzingScorer(BinaryJudgeScorer):

@@ -407,14 +407,18 @@ def pearson_metrics(
     counts = _cached_window_draws(
         n_boot, None if groups is None else groups.tobytes(), n_windows, seed
     )
-    for key, mask in subsets.items():
-        sel = np.flatnonzero(mask)
-        x = np.concatenate([xs[i] for i in sel]) if sel.size else np.empty(0)
-        y = np.concatenate([ys[i] for i in sel]) if sel.size else np.empty(0)
-        reps = _pearson_stats(counts[:, sel] @ stats[sel])
-        lo, hi = _percentile_ci(reps[:, None], ci)
+    # every subset's resampled statistics in one product: [B, W] @ [W, subsets x 6]
+    keys = list(subsets)
+    member = np.stack([subsets[k] for k in keys], axis=1).astype(np.float64)  # [W, S]
+    per_subset = (member[:, :, None] * stats[:, None, :]).reshape(n_windows, 6 * len(keys))
+    reps = _pearson_stats((counts @ per_subset).reshape(len(counts), len(keys), 6))
+    lo, hi = _percentile_ci(reps, ci)
+    for i, key in enumerate(keys):
+        sel = np.flatnonzero(subsets[key])
+        x = np.concatenate([xs[j] for j in sel]) if sel.size else np.empty(0)
+        y = np.concatenate([ys[j] for j in sel]) if sel.size else np.empty(0)
         out[key] = _pearson_tokens(x, y)
-        out[f"{key}_lo"], out[f"{key}_hi"] = float(lo[0]), float(hi[0])
+        out[f"{key}_lo"], out[f"{key}_hi"] = float(lo[i]), float(hi[i])
     return out
 
 

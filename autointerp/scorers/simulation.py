@@ -160,11 +160,19 @@ def read_json_predictions(
         if not isinstance(values, list) or len(values) != n:
             got = len(values) if isinstance(values, list) else type(values).__name__
             out.append((None, f"expected {n} numbers, got {got}"))
-        elif not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        elif not _numbers(values):
             out.append((None, "non-numeric activation in the answer"))
-        else:
-            out.append(([min(10.0, max(0.0, float(v))) for v in values], None))
+        else:  # clipped to 0..10; NaN counts as 0
+            arr = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
+            out.append((np.clip(arr, 0.0, 10.0).tolist(), None))
     return out
+
+
+def _numbers(values: list[Any]) -> bool:
+    """Every value an int or a float (a bool is not a number here)."""
+    if set(map(type, values)) <= {int, float}:  # what a parsed JSON answer holds
+        return True
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _first_error(got: list[tuple[list[float] | None, str | None]]) -> str | None:
