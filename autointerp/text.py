@@ -126,14 +126,17 @@ def highlight(tokens: Sequence[str], mask: Sequence[bool] | np.ndarray) -> str:
     """
     out: list[str] = []
     inside = False
-    for tok, on in zip(tokens, mask, strict=True):
+    flags = mask.tolist() if isinstance(mask, np.ndarray) else mask
+    raw = "".join(tokens)
+    clean = _OPEN_SENTINEL not in raw and _CLOSE_SENTINEL not in raw  # nearly always
+    for tok, on in zip(tokens, flags, strict=True):
         if on and not inside:
             out.append(_OPEN_SENTINEL)
             inside = True
         elif not on and inside:
             out.append(_CLOSE_SENTINEL)
             inside = False
-        out.append(tok.replace(_OPEN_SENTINEL, "").replace(_CLOSE_SENTINEL, ""))
+        out.append(tok if clean else tok.replace(_OPEN_SENTINEL, "").replace(_CLOSE_SENTINEL, ""))
     if inside:
         out.append(_CLOSE_SENTINEL)
     text = _LT_TOUCHING.sub(ESCAPED_LT, "".join(out))

@@ -162,9 +162,8 @@ def read_json_predictions(
             out.append((None, f"expected {n} numbers, got {got}"))
         elif not _numbers(values):
             out.append((None, "non-numeric activation in the answer"))
-        else:  # clipped to 0..10; NaN counts as 0
-            arr = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-            out.append((np.clip(arr, 0.0, 10.0).tolist(), None))
+        else:
+            out.append(([min(10.0, max(0.0, float(v))) for v in values], None))
     return out
 
 
