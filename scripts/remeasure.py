@@ -54,6 +54,16 @@ def benchmarks(work: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def long_benchmarks(work: Path) -> dict[str, list[str]]:
+    """Ten minutes or more each on 2 cores: run with ``--only`` (or ``--all``)."""
+    return {
+        "bench_prompt_cost": [PY, "scripts/bench_prompt_cost.py", "--run-dir", str(work / "cost")],
+        "bench_scale": [PY, "scripts/bench_scale.py", "--run-dir", str(work / "scale")],
+        "bench_embedding": [PY, "scripts/bench_embedding.py", "--run-dir", str(work / "demo")],
+        "bench_real_llm": [PY, "scripts/bench_real_llm.py", "--run-dir", str(work / "real")],
+    }
+
+
 def last_json(text: str) -> object | None:
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
@@ -85,15 +95,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, help="benchmark names to run")
     p.add_argument("--skip", nargs="*", default=[], help="benchmark names to leave out")
+    p.add_argument("--all", action="store_true", help="also the long benchmarks")
     p.add_argument("--out", type=Path, default=Path("results/remeasure.jsonl"))
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="remeasure_"))
-    table = benchmarks(work)
-    unknown = [n for n in [*(args.only or []), *args.skip] if n not in table]
+    table, long = benchmarks(work), long_benchmarks(work)
+    unknown = [n for n in [*(args.only or []), *args.skip] if n not in table and n not in long]
     if unknown:
-        sys.exit(f"unknown benchmark(s) {unknown}: choose from {sorted(table)}")
-    names = [n for n in (args.only or table) if n not in args.skip]
+        sys.exit(f"unknown benchmark(s) {unknown}: choose from {sorted(table) + sorted(long)}")
+    table.update(long)
+    default = [*benchmarks(work), *(long if args.all else [])]
+    names = [n for n in (args.only or default) if n not in args.skip]
     log_dir = work / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
