@@ -1,7 +1,8 @@
 """The cache and sample stages on Ray versus one process (not a timed test).
 
-1. cache: ``--n-tokens`` tokens of the bundled demo model + SAE, as one process, then as Ray
-   tasks with 2 workers (``execution.engine: ray``; a local 2-CPU Ray started before the
+1. cache: ``--n-tokens`` tokens of the bundled demo model + SAE in chunks of
+   ``--chunk-windows`` windows (the unit of resume; the default makes 8), as one process, then
+   as Ray tasks with 2 workers (``execution.engine: ray``; a local 2-CPU Ray started before the
    clock), each in a fresh run directory; ``cache_ray2_speedup`` = one-process seconds / Ray
    seconds, and ``cache_identical``: every file of the two caches has the same bytes.
 2. sample: every latent of a demo cache (``--sample-run-dir``; built with ``--sample-tokens``
@@ -43,9 +44,10 @@ def digests(run: Path) -> dict[str, str]:
     }
 
 
-def bench_cache(root: Path, n_tokens: int) -> dict[str, Any]:
+def bench_cache(root: Path, n_tokens: int, chunk_windows: int) -> dict[str, Any]:
     def timed(name: str, **extra: Any) -> tuple[float, dict[str, float]]:
-        cfg = load_config(None, {"run_dir": str(root / name), "cache.n_tokens": n_tokens, **extra})
+        base = {"cache.n_tokens": n_tokens, "cache.chunk_windows": chunk_windows}
+        cfg = load_config(None, {"run_dir": str(root / name), **base, **extra})
         timings: dict[str, float] = {}
         t = time.perf_counter()
         cache_activations(cfg, progress=False, timings=timings)
@@ -55,6 +57,7 @@ def bench_cache(root: Path, n_tokens: int) -> dict[str, Any]:
     ray2, timings = timed("ray2", **{"execution.engine": "ray", "execution.workers": 2})
     return {
         "cache_tokens": n_tokens,
+        "cache_chunks": timings["chunks_total"],
         "cache_1proc_s": round(one, 2),
         "cache_ray2_s": round(ray2, 2),
         "cache_ray2_forward_s": round(timings["forward_s"], 2),
@@ -122,6 +125,9 @@ def bench_sample(root: Path, src: Path, n_tokens: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-tokens", type=int, default=65_536, help="tokens to cache")
+    parser.add_argument(
+        "--chunk-windows", type=int, default=128, help="windows per chunk (the unit of a task)"
+    )
     parser.add_argument("--sample-run-dir", type=Path, default=Path("results/bench_sample"))
     parser.add_argument("--sample-tokens", type=int, default=1_048_576)
     parser.add_argument("--skip", default="", help="comma list of cache,sample")
@@ -135,7 +141,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_scale_stages_"))
     try:
         if "cache" not in skip:
-            out.update(bench_cache(root, args.n_tokens))
+            out.update(bench_cache(root, args.n_tokens, args.chunk_windows))
         if "sample" not in skip:
             out.update(bench_sample(root, args.sample_run_dir, args.sample_tokens))
     finally:

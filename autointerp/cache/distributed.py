@@ -88,7 +88,7 @@ def cache_on_ray(
     if any(d is None for d in done):
         n_planned = math.ceil(prep.n_windows / chunk_windows)
         chunks = list(range(n_planned))
-        ranges = _split(chunks, workers * ex.shards_per_worker)
+        ranges = _split(chunks, workers)  # one model load per task slot
         payloads = [{"start": r[0], "end": r[-1] + 1, "hooks": hooks} for r in ranges]
         window_tokens = chunk_windows * cc.ctx_len
         with token_progress("caching", prep.n_windows * cc.ctx_len, progress) as bar:
