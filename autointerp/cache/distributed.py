@@ -58,13 +58,13 @@ def cache_on_ray(
     from autointerp.runner.ray_engine import run_ray
 
     timings = timings if timings is not None else {}
-    config = config.model_copy(deep=True)
-    config.run_dir = Path(config.run_dir).resolve()  # tasks may start elsewhere
     t0 = time.perf_counter()
     prep = prepare(_driver_config(config))
     timings["prepare_s"] = time.perf_counter() - t0
     if save:
-        save_config(config)
+        save_config(config)  # as given, like one process (the run dir may move)
+    config = config.model_copy(deep=True)
+    config.run_dir = Path(config.run_dir).resolve()  # tasks may start elsewhere
     todo = [j for j in prep.jobs if j.state != "complete"]
     if not todo:
         return {j.hookpoint.spec: j.layout.root for j in prep.jobs}
@@ -131,7 +131,7 @@ def cache_on_ray(
         for group in _split(missing, workers * ex.shards_per_worker):
             payloads.append(
                 {
-                    "root": str(job.layout.root),
+                    "root": str(job.layout.root.resolve()),
                     "indices": group,
                     "n_chunks": n_chunks,
                     "counted": counted,
