@@ -55,17 +55,24 @@ def _ray(**extra: object) -> dict[str, object]:
     return {"execution.engine": "ray", "execution.shards_per_worker": 2, **extra}
 
 
-def test_ray_cache_writes_the_same_bytes_as_one_process(
-    ray_cluster: object, tmp_path: Path, tiny_model_dir: Path, reference: dict[str, bytes]
+def test_cache_with_ray_writes_the_same_bytes_as_one_process(
+    ray_cluster: object,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    reference: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """`autointerp cache --ray`, a run directory relative to the current one, 2 workers (the
+    local cluster's CPUs): every file has the bytes of the one-process cache."""
     s = make_setup(tmp_path, tiny_model_dir, n_tokens=N_TOKENS)
-    timings: dict[str, float] = {}
-    cache_activations(s.config(**_ray(**{"execution.workers": 2})), False, timings=timings)
-    assert timings["chunks_encoded"] == timings["chunks_total"] == 16
-    got = snapshot(s.root / "run")
+    monkeypatch.chdir(tmp_path)
+    args = ["cache", "-c", str(s.yaml()), "--run-dir", "rel", "--ray=local", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = snapshot(tmp_path / "rel")
     assert sorted(got) == sorted(reference)
     assert [k for k in reference if got[k] != reference[k]] == []
-    assert not (s.root / "run" / "cache" / "model.layers.1" / "_work").exists()
+    assert not (tmp_path / "rel" / "cache" / "model.layers.1" / "_work").exists()
 
 
 def test_a_killed_ray_worker_then_a_rerun_encodes_only_the_missing_chunks(
