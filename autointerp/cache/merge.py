@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ def merge_shards(
     n_chunks: int,
     n_tokens_counted: int,
     budget_bytes: int | None = None,
+    only: Collection[int] | None = None,
 ) -> None:
-    """Write every missing ``activations/part-*.parquet`` (and its stats) from the chunks.
+    """Write every missing ``activations/part-*.parquet`` (and its stats) from the chunks;
+    with ``only``, just those of the shards at these indices (a Ray task's share).
 
     Memory holds one shard per worker: its batch of every chunk, merged (shards are sized for
     that in cache/budget.py), plus the footers of the chunk files. Two shards are merged at
@@ -55,6 +58,7 @@ def merge_shards(
         (i, s, e)
         for i, (s, e) in enumerate(shards)
         if not (layout.part(s, e).exists() and layout.shard_stats(s, e).exists())
+        and (only is None or i in only)
     ]
     if not todo:
         return

@@ -51,6 +51,10 @@ def cache_activations(
     process's threads together: ``*_cpu_s``).
     """
     timings = timings if timings is not None else {}
+    if config.execution.engine == "ray":  # token ranges and merges as Ray tasks
+        from autointerp.cache.distributed import cache_on_ray
+
+        return cache_on_ray(config, progress, save, timings)
     t0 = time.perf_counter()
     prep = prepare(config)
     timings["prepare_s"] = time.perf_counter() - t0

@@ -8,11 +8,13 @@ import typer
 
 from autointerp.cli.common import (
     ConfigOpt,
+    RayOpt,
     RunDirOpt,
     app,
     fail,
     model_stage_errors,
     one_line,
+    ray_overrides,
     resolve_config,
     setup_logging,
 )
@@ -42,6 +44,7 @@ def cache(
     local_files_only: bool | None = typer.Option(
         None, "--local-files-only/--allow-download", help="never download model files"
     ),
+    ray: str | None = RayOpt,
     no_progress: bool = typer.Option(False, "--no-progress", help="hide the progress bar"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -65,6 +68,7 @@ def cache(
             "cache.ctx_len": ctx_len,
             "cache.batch_size": batch_size,
             "cache.max_memory_gb": max_memory_gb,
+            **ray_overrides(ray),
         },
     )
     try:

@@ -87,8 +87,9 @@ RayOpt = typer.Option(
     None,
     "--ray",
     metavar="[ADDRESS]",
-    help="run the latent shards as Ray tasks: alone, on a local Ray; with auto or "
-    "ray://host:10001, on that cluster (run dir on a shared filesystem; docs/scale.md)",
+    help="run the stage's shards (cache: token ranges and merges; explain, score: latent "
+    "ranges) as Ray tasks: alone, on a local Ray; with auto or ray://host:10001, on that "
+    "cluster (run dir on a shared filesystem; docs/scale.md)",
 )
 
 

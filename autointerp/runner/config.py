@@ -1,5 +1,5 @@
-"""The ``execution`` section of ``run.yaml``: where the fanned-out stages (explain, score) run
-their latent-range shards. See docs/scale.md."""
+"""The ``execution`` section of ``run.yaml``: where the fanned-out stages run their shards
+(explain, score: latent ranges; cache on Ray: token ranges and shard merges). See docs/scale.md."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ class ExecutionConfig(BaseModel):
         None,
         gt=0,
         description="shards worked on at once: processes (local) or Ray tasks (ray). Default: "
-        "local, one per CPU core (at most 4) with >= 128 latents each; ray, the cluster's CPUs. "
+        "local, one per CPU core (at most 4) with >= 128 latents each; ray, the cluster's CPUs "
+        "(the cache stage on GPUs: the cluster's GPUs). "
         "score.workers, when set, wins for the score stage",
     )
     shards_per_worker: int = Field(

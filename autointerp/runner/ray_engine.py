@@ -48,6 +48,12 @@ def cluster_cpus(address: str | None) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def cluster_gpus(address: str | None) -> int:
+    """GPUs of the cluster (0 when it has none)."""
+    ray = connect(address)
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 def connect(address: str | None) -> Any:
     """Ray, initialised: an already initialised session is used as it is (tests, notebooks);
     else ``address`` (``auto``: the cluster this machine belongs to; ``ray://host:10001``),
@@ -72,10 +78,12 @@ def run_ray(
     address: str | None,
     workers: int,
     retries: int,
+    num_gpus: float = 0,
 ) -> None:
-    """Run ``fn`` on every payload as Ray tasks, at most ``workers`` at once."""
+    """Run ``fn`` on every payload as Ray tasks, at most ``workers`` at once, each on one CPU
+    (and ``num_gpus`` GPUs: the cache stage's forward pass on GPU workers)."""
     ray = connect(address)
-    task = ray.remote(num_cpus=1, max_retries=retries)(_task)
+    task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries)(_task)
     todo = list(enumerate(payloads))[::-1]
     pending: dict[Any, int] = {}
     run = str(Path(run_dir).resolve())

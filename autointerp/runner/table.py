@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -145,7 +146,7 @@ class PartTable:
                 scan = scan.join(self._dropped.lazy(), on=on, how="anti", nulls_equal=True)
             scans.append(scan)
         scans = self._dedupe(scans)
-        merged = pl.concat(scans, how="diagonal_relaxed")
+        merged = self._ordered(pl.concat(scans, how="diagonal_relaxed"))
         tmp = self.final.with_name(f".{self.final.name}.tmp")
         self.final.parent.mkdir(parents=True, exist_ok=True)
         if self.sort:
@@ -158,6 +159,16 @@ class PartTable:
         with contextlib.suppress(OSError):
             self.parts.parent.rmdir()  # the _parts/ folder, once empty
         return self.final
+
+    def _ordered(self, merged: pl.LazyFrame) -> pl.LazyFrame:
+        """The schema's columns in its order, then the extra ones (e.g. ``recall_q<bin>``) in
+        natural order: the same columns in the same order however the rows were split into
+        parts (a part whose rows lack a bin would otherwise move that column last)."""
+        if not self.schema:
+            return merged
+        names = merged.collect_schema().names()
+        extra = sorted((c for c in names if c not in self.schema), key=_natural)
+        return merged.select([c for c in self.schema if c in names] + extra)
 
     def _dedupe(self, scans: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
         """A key's rows are taken from one source only, the newest that has it (sources are in
@@ -198,3 +209,8 @@ class PartTable:
         if not srcs:
             return pl.DataFrame()
         return pl.concat([pl.read_parquet(s) for s in srcs], how="diagonal_relaxed")
+
+
+def _natural(name: str) -> list[Any]:
+    """``recall_q10`` after ``recall_q9``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
