@@ -91,10 +91,12 @@ def test_merge_runs_equals_a_full_sort() -> None:
     assert len(merge_runs([], 0, 30)) == 0
 
 
-def test_stats_equal_polars_exactly() -> None:
+@pytest.mark.parametrize("shift", [0.0, 1.0])  # positive values only, then some negative
+def test_stats_equal_polars_exactly(shift: float) -> None:
     rng = np.random.default_rng(3)
     df = (
         as_frame(random_nonzeros(rng, 20_000, 50, 300))
+        .with_columns(pl.col("value") - np.float32(shift))
         .filter(pl.col("latent") != 7)  # a dead latent
         .unique(["latent", "seq", "pos"])
         .sort("latent", "seq", "pos")
