@@ -16,7 +16,10 @@ same files) fed by random sparse codes at memory speed instead of a model
 (autointerp/cache/synthetic.py), at L0 32 and 128 with 4,096 and 65,536 latents, each in a
 fresh process: ``host_ceiling_tok_s`` (tokens / wall seconds of forward + merge, keyed
 ``l0_<L0>_latents_<N>``), ``host_cpu_ns_per_token`` (CPU time of all the stage's threads: a
-figure that load on a shared machine distorts less) and the peak RSS of each run.
+figure that load on a shared machine distorts less), ``host_cpu_us_per_token`` (the same from
+getrusage, user + system time, and user time alone), ``host_cpu_bound_tok_s`` (cores / CPU
+seconds a token: the ceiling if every core ran the stage and nothing else; an upper bound, not
+a measurement) and the peak RSS of each run.
 ``--no-model`` skips the model runs.
 
     python scripts/bench_cache.py [--n-tokens 262144] [--ctx-len 64 256] [--scales 1 4 16]
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -136,7 +140,9 @@ def child_synthetic(args: argparse.Namespace) -> dict[str, Any]:
     cfg = make_config(args, Path(args.run_dir), args.n_tokens)
     prep = synthetic_prepared(cfg, args.l0, args.n_latents)
     timings: dict[str, float] = {}
+    before = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
     cache_prepared(cfg, prep, progress=False, timings=timings)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     n_tokens = prep.n_windows * cfg.cache.ctx_len
     wall = timings["forward_s"] + timings["merge_s"]
     cpu = timings["forward_cpu_s"] + timings["merge_cpu_s"]
@@ -144,12 +150,15 @@ def child_synthetic(args: argparse.Namespace) -> dict[str, Any]:
         "tokens": n_tokens,
         "tokens_per_s": n_tokens / wall,
         "cpu_ns_per_token": cpu / n_tokens * 1e9,
+        "user_us_per_token": (after.ru_utime - before.ru_utime) / n_tokens * 1e6,
+        "sys_us_per_token": (after.ru_stime - before.ru_stime) / n_tokens * 1e6,
         **{k: round(v, 3) for k, v in timings.items()},
     }
 
 
 def bench_synthetic(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    ceiling, cpu, rss, timings = {}, {}, {}, {}
+    ceiling, cpu, cpu_us, bound, rss, timings = {}, {}, {}, {}, {}, {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     args.ctx_len, args.batch_size = 64, 64
     for l0, n_latents in SYNTHETIC:
         key = f"l0_{l0}_latents_{n_latents}"
@@ -158,11 +167,17 @@ def bench_synthetic(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         shutil.rmtree(work / key, ignore_errors=True)
         ceiling[key] = round(r["tokens_per_s"])
         cpu[key] = round(r["cpu_ns_per_token"])
+        us = r["user_us_per_token"] + r["sys_us_per_token"]
+        cpu_us[key] = {"total": round(us, 2), "user": round(r["user_us_per_token"], 2)}
+        bound[key] = round((cores or 1) / us * 1e6)
         rss[key] = round(r["peak_rss_mb"], 1)
         timings[key] = {k: r[k] for k in ("forward_s", "merge_s", "forward_cpu_s", "merge_cpu_s")}
     return {
         "synthetic_tokens": args.synthetic_tokens,
         "host_cpu_ns_per_token": cpu,
+        "host_cpu_us_per_token": cpu_us,
+        "host_cpu_bound_tok_s": bound,
+        "cores": cores,
         "host_peak_rss_mb": rss,
         "host_timings": timings,
         "host_ceiling_tok_s": ceiling,
@@ -258,6 +273,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="bench_cache_"))
     report: dict[str, Any] = {"n_tokens": args.n_tokens, "scales": args.scales}
+    report["load_avg_1m_start"] = round(os.getloadavg()[0], 2)
     batch_size, ctx_lens = args.batch_size, args.ctx_len
     try:
         if args.synthetic:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 import torch
 
@@ -91,10 +92,12 @@ def test_merge_runs_equals_a_full_sort() -> None:
     assert len(merge_runs([], 0, 30)) == 0
 
 
-def test_stats_equal_polars_exactly() -> None:
+@pytest.mark.parametrize("shift", [0.0, 1.0])  # positive values only, then some negative
+def test_stats_equal_polars_exactly(shift: float) -> None:
     rng = np.random.default_rng(3)
     df = (
         as_frame(random_nonzeros(rng, 20_000, 50, 300))
+        .with_columns(pl.col("value") - np.float32(shift))
         .filter(pl.col("latent") != 7)  # a dead latent
         .unique(["latent", "seq", "pos"])
         .sort("latent", "seq", "pos")
@@ -189,3 +192,27 @@ def test_spill_files_of_the_older_version_are_redone(tmp_path: Path) -> None:
             == (tmp_path / "old" / path.relative_to(tmp_path / "ref")).read_bytes()
         )
     assert not list((tmp_path / "old").rglob("_work"))
+
+
+def test_part_files_encoding_and_parts_of_the_former_encoding(tmp_path: Path) -> None:
+    """Parts are lz4 with delta-encoded latent/seq_id and non-null columns; a cache holding a
+    part of the former encoding (zstd, plain, nullable: a resume across versions) reads the
+    same rows."""
+    import pyarrow.parquet as pq
+
+    cfg = synthetic_config(tmp_path, **{"cache.hookpoints": ["a"]})
+    cache_prepared(cfg, synthetic_prepared(cfg, l0=5, n_latents=100), False)
+    cache = ActivationCache(cfg.run_dir, "a")
+    want = cache.read_latents()
+    part = cache.part_files()[1]
+    meta = pq.ParquetFile(part).metadata
+    assert [f.nullable for f in pq.read_schema(part)] == [False] * 4
+    encodings = [meta.row_group(0).column(i).encodings for i in range(4)]
+    assert ["DELTA_BINARY_PACKED" in e for e in encodings] == [True, True, False, False]
+    assert {meta.row_group(0).column(i).compression for i in range(4)} == {"LZ4"}
+    table = pq.read_table(part)
+    old = table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+    pq.write_table(old, part, compression="zstd", use_dictionary=False, write_page_checksum=True)
+    assert pq.read_schema(part).field("latent").nullable
+    assert cache.read_latents().equals(want)
+    assert cache.read_latents(20, 60).equals(want.filter(pl.col("latent").is_between(20, 59)))

@@ -21,6 +21,16 @@ NONZERO_SCHEMA = pa.schema(
         ("value", pa.float32()),
     ]
 )
+# Part files: the same columns, never null. Written with lz4 and delta-encoded latent and seq_id
+# columns (chosen by measurement on the 2-core machine, a 2M-row part: zstd with plain columns,
+# as before, cost 53 ns of CPU a row to write and 23 to read for 6.5 B a row; this costs 28 to
+# write and 8 to read for 6.3 B a row; nullable columns cost ~9 ns a row more to write).
+PART_SCHEMA = pa.schema([pa.field(f.name, f.type, nullable=False) for f in NONZERO_SCHEMA])
+PART_OPTIONS: dict = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "column_encoding": {"latent": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED"},
+}
 TOKENS_SCHEMA_FIELDS = ("seq_id", "tokens")
 SPILL_SUFFIX = ".arrow"  # chunk spill files (Arrow IPC); ".parquet" ones were written before
 
@@ -111,6 +121,7 @@ def write_parquet_atomic(
     row_group_sizes: list[int] | None = None,
     compression: str = "zstd",
     use_dictionary: bool = True,
+    column_encoding: dict[str, str] | None = None,
 ) -> None:
     """Write ``table`` to ``path`` through a temp file and ``os.replace``: all or nothing.
 
@@ -124,6 +135,7 @@ def write_parquet_atomic(
         compression=compression,
         write_page_checksum=True,
         use_dictionary=use_dictionary,
+        column_encoding=column_encoding,
     ) as writer:
         if row_group_sizes is None:
             writer.write_table(table, row_group_size=max(1, table.num_rows))

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from autointerp.cache.budget import merge_workers
 from autointerp.cache.encode import Nonzeros
 from autointerp.cache.layout import (
-    NONZERO_SCHEMA,
+    PART_OPTIONS,
+    PART_SCHEMA,
     CacheLayout,
     read_parquet,
     tmp_path,
@@ -78,11 +79,11 @@ def merge_shards(
             nz = _read_part(part)
         else:
             nz = merge_runs([f.shard(i) for f in files], start, end)
-            write_parquet_atomic(_table(nz), part, use_dictionary=False)
+            write_parquet_atomic(_table(nz), part, **PART_OPTIONS)
         stats = shard_stats(nz, start, end, n_tokens_counted)
         write_parquet_atomic(stats, layout.shard_stats(start, end))
         del nz, stats
-        release_memory()  # hand the shard's buffers back before the next one
+        release_memory()  # the arrow pool's buffers; the heap is reused by the next shard
         log.debug("shard %d-%d written", start, end)
         with lock:
             written += 1
@@ -103,11 +104,12 @@ def merge_shards(
     finally:
         for f in files:
             f.close()
+        release_memory(trim=True)
 
 
 def _table(nz: Nonzeros) -> pa.Table:
     columns = [pa.array(c) for c in (nz.latent, nz.seq, nz.pos, nz.value)]
-    return pa.Table.from_arrays(columns, schema=NONZERO_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=PART_SCHEMA)
 
 
 def _read_part(path: Path) -> Nonzeros:

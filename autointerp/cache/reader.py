@@ -77,7 +77,7 @@ class ActivationCache:
             tables.append(table)
         if not tables:
             return _frame(read_parquet(self.layout.part(*self.shards[0])).slice(0, 0))
-        return _frame(pa.concat_tables(tables))
+        return _frame(pa.concat_tables(tables, promote_options="permissive"))  # any version
 
     def read_latent(self, latent: int) -> pl.DataFrame:
         return self.read_latents(latent, latent + 1)

@@ -52,29 +52,31 @@ def shard_stats(nz: Nonzeros, start: int, end: int, n_tokens_counted: int) -> pa
     width = end - start
     n_windows = np.zeros(width, np.int64)
     if len(nz):
-        new_window = np.empty(len(nz), np.int64)
-        new_window[0] = 1
-        np.not_equal(nz.seq[1:], nz.seq[:-1], out=new_window[1:], casting="unsafe")
-        new_window[starts] = 1
-        n_windows[live] = np.add.reduceat(new_window, starts)
+        new_window = np.empty(len(nz), np.bool_)  # one byte a row
+        new_window[0] = True
+        np.not_equal(nz.seq[1:], nz.seq[:-1], out=new_window[1:])
+        new_window[starts] = True
+        n_windows[live] = np.add.reduceat(new_window, starts, dtype=np.int64)
         del new_window
     columns: dict[str, np.ndarray] = {}
     if len(nz):
         columns["max"] = np.maximum.reduceat(nz.value, starts)
         columns["mean"] = np.add.reduceat(nz.value, starts, dtype=np.float64) / n
-        key = _sortable(nz.value)
+        signed = bool(np.signbit(nz.value).any())
+        # non-negative floats order as their bits do: the keys are then a plain copy
+        key = _sortable(nz.value) if signed else nz.value.view(np.uint32).copy()
         for a, m in zip(starts.tolist(), n.tolist(), strict=True):
             if m > 1:
                 key[a : a + m].sort()  # in cache, one latent at a time: cheaper than one big sort
-        ordered = _unsortable(key)
-        del key
         for q in QUANTILES:
             at = (n - 1) * q
             lo = np.floor(at).astype(np.int64)
             hi = np.ceil(at).astype(np.int64)
-            a = ordered[starts + lo].astype(np.float64)
-            b = ordered[starts + hi].astype(np.float64)
+            pair = key[np.concatenate([starts + lo, starts + hi])]
+            a, b = np.split((_unsortable(pair) if signed else pair.view(np.float32)), 2)
+            a, b = a.astype(np.float64), b.astype(np.float64)
             columns[f"q{round(q * 100):02d}"] = a + (b - a) * (at - lo)
+        del key
     arrays = [
         pa.array(np.arange(start, end, dtype=np.int32)),
         pa.array(counts.astype(np.int64)),
