@@ -24,6 +24,17 @@ class ExplainConfig(BaseModel):
         description="mark tokens whose activation is at least this fraction of the latent's "
         "max (at the 0..10 resolution of activations_norm; 0 marks every firing token)",
     )
+    context_before: int | None = Field(
+        15,
+        ge=0,
+        description="explain prompts show each window from this many tokens before its peak "
+        "(its max; null: from the window's start)",
+    )
+    context_after: int | None = Field(
+        4,
+        ge=0,
+        description="... to this many tokens after its peak (null: to the window's end)",
+    )
     show_activations: bool = Field(
         False, description="after the excerpts, list each marked token with its 0..10 level"
     )
@@ -57,6 +68,8 @@ class ExplainConfig(BaseModel):
         """The fields an explainer's output depends on (its config hash covers only these)."""
         prompt = [
             "n_examples",
+            "context_before",
+            "context_after",
             "highlight_threshold",
             "show_activations",
             "reasoning",
