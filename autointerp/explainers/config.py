@@ -78,7 +78,13 @@ class ExplainConfig(BaseModel):
         fields = {
             "default": [*prompt, "temperature"],
             "contrastive": [*prompt, "temperature", "n_contrast"],
-            "token-list": ["n_examples", "n_contrast", "top_tokens"],
+            "token-list": [
+                "n_examples",
+                "context_before",
+                "context_after",
+                "n_contrast",
+                "top_tokens",
+            ],
             "best-of-k": [*prompt, "k", "k_base", "k_temperature"]
             + (["n_contrast"] if self.k_base == "contrastive" else []),
             "output": ["top_tokens", "temperature", "max_tokens", "output_with_examples"]
