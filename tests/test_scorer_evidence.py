@@ -123,6 +123,69 @@ def test_anything_highlighted_is_no_cue_in_fuzzing(base_run: Path, tmp_path: Pat
     assert not any(highlighted_spans(w)[1] for w in windows)
 
 
+def test_detection_windows_are_shown_plain(base_run: Path, tmp_path: Path) -> None:
+    judge = ScriptedJudge()
+    df = judged(base_run, tmp_path, judge, "detection", "plain")
+    windows = shown_windows(judge, "detection")
+    assert len(windows) == df["n_examples"].sum() > 0
+    assert not any(highlighted_spans(w)[1] for w in windows)
+    assert df["balanced_accuracy"].mean() >= 0.9
+
+
+def test_the_explainer_is_shown_train_windows_never_test(base_run: Path, tmp_path: Path) -> None:
+    run = copy_run(base_run, tmp_path)
+    judge = ScriptedJudge()
+    server = FakeServer(responder=judge).start()
+    try:
+        cfg = served(run, server)
+        expl = pl.read_parquet(explain(run, cfg, latents=LATENTS, progress=False))
+    finally:
+        server.stop()
+    assert (expl["status"] == "ok").all() and expl.height == len(LATENTS)
+    prompts = "\n".join(u for t, u in judge.seen if t == "explain")
+    plain = highlighted_spans(prompts)[0]
+    vocab = vocab_for(cfg.subject.model)
+    ex = pl.read_parquet(run / "examples" / "model.layers.1.parquet")
+    ex = ex.filter(pl.col("latent").is_in(list(LATENTS)) & (pl.col("kind") == "activating"))
+    before, after = cfg.explain.context_before, cfg.explain.context_after
+
+    def cut(tokens: list[int], acts: list[float]) -> str:
+        """The window as explain shows it: ``before`` tokens before its peak, ``after`` after."""
+        peak = int(np.argmax(acts))
+        return vocab.text(tokens[max(0, peak - before) : peak + after + 1])
+
+    for split, must in [("test", False), ("train", True)]:
+        rows = ex.filter(pl.col("split") == split)
+        texts = [cut(t, a) for t, a in zip(rows["tokens"], rows["activations"], strict=True)]
+        found = sum(t in plain for t in texts)
+        assert found > len(texts) // 2 if must else found == 0, (split, found, len(texts))
+
+
+def test_simulation_is_scored_against_the_shown_windows_truth(
+    base_run: Path, tmp_path: Path
+) -> None:
+    """Each latent's Pearson equals scipy's over its windows' tokens, where the truth is the
+    sampled window's activations and the prediction is what the judge answered for it."""
+    df = judged(base_run, tmp_path, ScriptedJudge(), "simulation", "sim")
+    run = tmp_path / "sim" / "run"
+    ex = pl.read_parquet(run / "scores" / "simulation.examples.parquet")
+    windows = pl.read_parquet(run / "examples" / "model.layers.1.parquet").filter(
+        pl.col("split") == "test"
+    )
+    keys = ["latent", "seq_id", "start"]
+    joined = ex.join(windows.select(*keys, "activations"), on=keys, how="left")
+    assert joined.height == ex.height and joined["activations"].null_count() == 0
+    for truth, sampled in zip(joined["truth"], joined["activations"], strict=True):
+        assert np.allclose(truth.to_numpy(), sampled.to_numpy())
+    assert df.height == len(LATENTS)
+    for latent, pearson in zip(df["latent"], df["pearson"], strict=True):
+        rows = ex.filter(pl.col("latent") == latent)
+        truth = np.concatenate([t.to_numpy() for t in rows["truth"]])
+        pred = np.concatenate([p.to_numpy() for p in rows["prediction"]])
+        assert pearson == pytest.approx(scipy.stats.pearsonr(truth, pred)[0], abs=1e-6)
+        assert pearson > 0.9
+
+
 def test_fuzzing_prompt_starts_with_the_detection_prompt(base_run: Path, tmp_path: Path) -> None:
     """Fuzzing shows the same windows in the same batches, plain, under the same system prompt:
     each fuzzing prompt is the detection prompt of its windows up to the description, then the
@@ -149,58 +212,3 @@ def test_fuzzing_prompt_starts_with_the_detection_prompt(base_run: Path, tmp_pat
     heads = sorted(m[-1]["content"].split(cut)[0] for m in det)
     fuzz_heads = sorted(m[-1]["content"].split("\n\nMarked:\n")[0] for m in fuz)
     assert heads == fuzz_heads
-
-
-def test_detection_windows_are_shown_plain(base_run: Path, tmp_path: Path) -> None:
-    judge = ScriptedJudge()
-    df = judged(base_run, tmp_path, judge, "detection", "plain")
-    windows = shown_windows(judge, "detection")
-    assert len(windows) == df["n_examples"].sum() > 0
-    assert not any(highlighted_spans(w)[1] for w in windows)
-    assert df["balanced_accuracy"].mean() >= 0.9
-
-
-def test_the_explainer_is_shown_train_windows_never_test(base_run: Path, tmp_path: Path) -> None:
-    run = copy_run(base_run, tmp_path)
-    judge = ScriptedJudge()
-    server = FakeServer(responder=judge).start()
-    try:
-        cfg = served(run, server)
-        expl = pl.read_parquet(explain(run, cfg, latents=LATENTS, progress=False))
-    finally:
-        server.stop()
-    assert (expl["status"] == "ok").all() and expl.height == len(LATENTS)
-    prompts = "\n".join(u for t, u in judge.seen if t == "explain")
-    plain = highlighted_spans(prompts)[0]
-    vocab = vocab_for(cfg.subject.model)
-    ex = pl.read_parquet(run / "examples" / "model.layers.1.parquet")
-    ex = ex.filter(pl.col("latent").is_in(list(LATENTS)) & (pl.col("kind") == "activating"))
-    for split, must in [("test", False), ("train", True)]:
-        texts = [vocab.text(t) for t in ex.filter(pl.col("split") == split)["tokens"].to_list()]
-        found = sum(t in plain for t in texts)
-        assert (found > 0) == must, (split, found, len(texts))
-
-
-def test_simulation_is_scored_against_the_shown_windows_truth(
-    base_run: Path, tmp_path: Path
-) -> None:
-    """Each latent's Pearson equals scipy's over its windows' tokens, where the truth is the
-    sampled window's activations and the prediction is what the judge answered for it."""
-    df = judged(base_run, tmp_path, ScriptedJudge(), "simulation", "sim")
-    run = tmp_path / "sim" / "run"
-    ex = pl.read_parquet(run / "scores" / "simulation.examples.parquet")
-    windows = pl.read_parquet(run / "examples" / "model.layers.1.parquet").filter(
-        pl.col("split") == "test"
-    )
-    keys = ["latent", "seq_id", "start"]
-    joined = ex.join(windows.select(*keys, "activations"), on=keys, how="left")
-    assert joined.height == ex.height and joined["activations"].null_count() == 0
-    for truth, sampled in zip(joined["truth"], joined["activations"], strict=True):
-        assert np.allclose(truth.to_numpy(), sampled.to_numpy())
-    assert df.height == len(LATENTS)
-    for latent, pearson in zip(df["latent"], df["pearson"], strict=True):
-        rows = ex.filter(pl.col("latent") == latent)
-        truth = np.concatenate([t.to_numpy() for t in rows["truth"]])
-        pred = np.concatenate([p.to_numpy() for p in rows["prediction"]])
-        assert pearson == pytest.approx(scipy.stats.pearsonr(truth, pred)[0], abs=1e-6)
-        assert pearson > 0.9
