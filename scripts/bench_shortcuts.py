@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--no-mutations", action="store_true", help="skip mutation_check.py")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     ap.add_argument("--stages", default="cache,sample,explain,score", help="pipeline stages to run")
-    ap.add_argument("--latents", type=int, default=None, help="explain and score latents 0..N-1 only")
+    ap.add_argument("--latents", type=int, default=None, help="score latents 0..N-1 only")
     args = ap.parse_args()
     run = args.run_dir
     if args.fresh:
