@@ -7,6 +7,7 @@ tool for months. A test checks that a highlighted window's text round-trips to i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -160,6 +161,57 @@ def highlighted_spans(text: str) -> tuple[str, list[tuple[int, int]]]:
         pos = m.end()
     plain.append(text[pos:])
     return "".join(plain), spans
+
+
+def _ordinal(n: int) -> str:
+    if n % 100 in (11, 12, 13):
+        return f"{n}th"
+    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th') }"
+
+
+def occurrences(text: str, part: str) -> list[int]:
+    """Start offsets of every place ``part`` occurs in ``text`` (overlapping ones included)."""
+    out: list[int] = []
+    i = text.find(part) if part else -1
+    while i >= 0:
+        out.append(i)
+        i = text.find(part, i + 1)
+    return out
+
+
+def marks(tokens: Sequence[str], mask: Sequence[bool] | np.ndarray) -> str:
+    """The highlighted runs of one window, listed apart from its text (the fuzzing prompt shows
+    the window plain, as detection does, then this): each run's text JSON-quoted, runs joined
+    by ``, ``; a quoted text is the first place in the window where it occurs, and a run at
+    a later place says which, ``"x" (2nd)``, counting every place the text starts, left to
+    right. ``none`` when nothing is highlighted. :func:`marked_spans` reads it back."""
+    text = "".join(tokens)
+    out = []
+    for a, b in token_spans(tokens, mask):
+        run = text[a:b]
+        k = occurrences(text, run).index(a)
+        quoted = json.dumps(run, ensure_ascii=False)
+        out.append(f"{quoted} ({_ordinal(k + 1)})" if k else quoted)
+    return ", ".join(out) or "none"
+
+
+_MARK = re.compile(r'("(?:[^"\\]|\\.)*")(?: \((\d+)(?:st|nd|rd|th)\))?')
+
+
+def marked_spans(text: str, listed: str) -> list[tuple[int, int]] | None:
+    """Inverse of :func:`marks`: the character spans of ``text`` that ``listed`` names (None
+    when ``listed`` names text the window does not hold)."""
+    if listed.strip() == "none":
+        return []
+    spans = []
+    for m in _MARK.finditer(listed):
+        run = json.loads(m.group(1))
+        at = occurrences(text, run)
+        k = int(m.group(2) or 1) - 1
+        if not 0 <= k < len(at):
+            return None
+        spans.append((at[k], at[k] + len(run)))
+    return spans
 
 
 def token_spans(tokens: Sequence[str], mask: Sequence[bool] | np.ndarray) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ figures. Prints, as its LAST line, one JSON object.
 
     python scripts/bench_shortcuts.py --run-dir results/bench_shortcuts
     python scripts/bench_shortcuts.py --reuse-cache results/demo   # skip the cache stage
+    python scripts/bench_shortcuts.py --latents 512 --no-mutations  # a quicker look
 
 Targets: every cue figure <= 0.53 (chance 0.5); mutations_killed == mutations_total.
 """
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--no-mutations", action="store_true", help="skip mutation_check.py")
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
     ap.add_argument("--stages", default="cache,sample,explain,score", help="pipeline stages to run")
+    ap.add_argument("--latents", type=int, default=None, help="score latents 0..N-1 only")
     args = ap.parse_args()
     run = args.run_dir
     if args.fresh:
@@ -80,7 +82,8 @@ def main() -> None:
         overrides[key] = json.loads(value) if value[:1] in "[{0123456789-" else value
     cfg = load_config(None, overrides)
     t0 = time.perf_counter()
-    run_pipeline(cfg, stages=args.stages.split(","), progress=False)
+    latents = range(args.latents) if args.latents else None
+    run_pipeline(cfg, stages=args.stages.split(","), latents=latents, progress=False)
     seconds = time.perf_counter() - t0
 
     audit = audit_summary(run, SCORERS)

@@ -91,14 +91,12 @@ def fuzzing_no_wrong_highlights() -> None:
 
 def fuzzing_contrast_unhighlighted() -> None:
     from autointerp.scorers.fuzzing import FuzzingScorer
-    from autointerp.text import highlighted_spans
 
     def make(orig):
         def items(self, ex, split):
             out = orig(self, ex, split)
             for it in out:
-                if it.meta.get("variant") == "contrast" and highlighted_spans(it.text)[1]:
-                    it.text = highlighted_spans(it.text)[0]
+                if it.meta.get("variant") == "contrast" and any(it.highlighted or []):
                     it.highlighted = [0] * len(it.tokens)
                     fired()
             return out

@@ -1,8 +1,10 @@
 """The cost keys of scripts/bench_prompt_cost.py (issue 17), each measured by one function:
 
 - ``uncached_prompt_tokens_per_latent``: what an unbounded prefix cache with 16-token blocks
-  (vLLM's automatic prefix caching) could not reuse from an earlier request of the same stage,
-  explain + detection + fuzzing, counted with a real chat tokenizer and its chat template;
+  (vLLM's automatic prefix caching) could not reuse from an earlier request, explain +
+  detection + fuzzing in the order the pipeline sends them, counted with a real chat
+  tokenizer and its chat template (one cache, as one server; also per scorer, and per part of
+  the prompt: ``uncached_per_latent``);
 - ``bestofk5_shared_prefix_fraction`` / ``rescore_shared_prefix_fraction``: the share of prompt
   tokens such a cache reuses for best-of-k (k = 5: candidates and their selection scoring) and
   for rescoring the same latents with other explanations after a first scoring;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,16 +70,7 @@ def cached_tokens(sequences: Iterable[list[int]]) -> tuple[int, int]:
     total = reused = 0
     for ids in sequences:
         total += len(ids)
-        h = hashlib.blake2b(digest_size=16)
-        hit = True
-        for start in range(0, len(ids) - len(ids) % BLOCK, BLOCK):
-            h.update(json.dumps(ids[start : start + BLOCK]).encode())
-            key = h.digest()
-            if hit and key in seen:
-                reused += BLOCK
-            else:
-                hit = False
-                seen.add(key)
+        reused += sum(_reuse(ids, seen))
     return total, reused
 
 
@@ -85,32 +79,122 @@ def as_request(body: dict[str, Any]) -> LLMRequest:
 
 
 def kind_of(body: dict[str, Any]) -> str:
-    system = body["messages"][0]["content"]
+    system, user = body["messages"][0]["content"], body["messages"][-1]["content"]
     if "You describe one feature" in system:
         return "explain"
-    if "are exactly what the feature" in system:
-        return "fuzzing"
-    if "would fire somewhere in it" in system:
-        return "detection"
+    if "You test a description" in system:
+        return "fuzzing" if "\n\nMarked:\n" in user else "detection"
     return "other"
 
 
+def _part_labels(request: LLMRequest, text: str) -> list[str]:
+    """Per character of a chat prompt rendered by its template: which part of the prompt it
+    is (``template``: the chat template's own markers; ``instructions``: system text, few-shot
+    turns, headers such as ``Description:``; ``window_text``; ``numbering`` (``N.`` lines and
+    the blank lines between windows); ``markup`` (``<<``/``>>``); ``marks`` (fuzzing's list of
+    marked tokens); ``explanation``)."""
+    labels = ["template"] * len(text)
+    stage = str(request.tags.get("stage", "?")).removeprefix("score:")
+    messages = request.messages or []
+    pos = 0
+
+    def put(start: int, end: int, label: str) -> None:
+        labels[start:end] = [label] * (end - start)
+
+    for i, m in enumerate(messages):
+        at = text.find(m.content, pos)
+        if at < 0:
+            continue
+        end = at + len(m.content)
+        pos = end
+        if m.role != "user" or i < len(messages) - 1:
+            put(at, end, "instructions")  # system text, few-shot turns
+            continue
+        put(at, end, "window_text")
+        c = m.content
+        for rx, label in (
+            (r"(?m)^\d+\.\n|\n\n", "numbering"),
+            (r"<<|>>", "markup"),
+            (r"\n\nMarked:\n(?:.*\n?)*?(?=\n\nDescription: )", "marks"),
+            (r"Active in:\n\n|\n\nSilent in:\n\n|\n\nMarked:\n|\n\nDescription: ", "instructions"),
+        ):
+            for hit in re.finditer(rx, c):
+                put(at + hit.start(), at + hit.end(), label)
+        explanation = (request.task or {}).get("explanation")
+        if explanation and stage != "explain" and c.endswith(explanation):
+            put(end - len(explanation), end, "explanation")
+    return labels
+
+
+def _reuse(ids: list[int], seen: set[bytes]) -> list[bool]:
+    """Per token: reused from ``seen`` (full ``BLOCK``-token blocks of a hash chain from the
+    first token, as vLLM's automatic prefix caching); ``seen`` gains this prompt's blocks."""
+    out = [False] * len(ids)
+    h = hashlib.blake2b(digest_size=16)
+    hit = True
+    for start in range(0, len(ids) - len(ids) % BLOCK, BLOCK):
+        h.update(json.dumps(ids[start : start + BLOCK]).encode())
+        key = h.digest()
+        if hit and key in seen:
+            out[start : start + BLOCK] = [True] * BLOCK
+        else:
+            hit = False
+            seen.add(key)
+    return out
+
+
 def uncached_per_latent(requests: list[LLMRequest], n_latents: int, tok: Any) -> dict[str, Any]:
+    """Uncached prompt tokens of explain + detection + fuzzing, in the order sent, two ways:
+
+    - ``uncached_prompt_tokens_per_latent``: ONE cache for every request, as one vLLM server
+      holds one cache (explain and score share no 16-token block, so this is also one cache
+      per pipeline stage: explain, score); a latent's detection and fuzzing prompts, sent
+      together by the score stage, reuse each other's blocks. Per stage and per part of the
+      prompt: ``uncached_<stage>_tokens_per_latent``, ``uncached_parts_per_latent``;
+    - ``uncached_prompt_tokens_per_latent_per_scorer``: one cache per scorer (a fuzzing prompt
+      reuses only fuzzing prompts), the definition of the first measurement."""
     counter = TokenCounter(tok)
-    by_stage: dict[str, list[list[int]]] = defaultdict(list)
+    sent: list[tuple[str, LLMRequest, list[int]]] = []
     for r in requests:
         stage = str(r.tags.get("stage", "?")).removeprefix("score:")
         if stage in ("explain", "detection", "fuzzing"):
-            by_stage[stage].append(counter.prompt_ids(r) or [])
-    out: dict[str, Any] = {}
-    total = uncached = 0
-    for stage, seqs in sorted(by_stage.items()):
-        t, reused = cached_tokens(seqs)
-        total += t
-        uncached += t - reused
-        out[f"uncached_{stage}_tokens_per_latent"] = round((t - reused) / n_latents, 1)
+            sent.append((stage, r, counter.prompt_ids(r) or []))
+    one: set[bytes] = set()
+    apart: dict[str, set[bytes]] = defaultdict(set)
+    total = uncached = uncached_apart = 0
+    by_stage: dict[str, int] = defaultdict(int)
+    parts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    exact = getattr(tok, "chat_template", None) is not None
+    for stage, r, ids in sent:
+        reused = _reuse(ids, one)
+        missed = reused.count(False)
+        total += len(ids)
+        uncached += missed
+        by_stage[stage] += missed
+        uncached_apart += _reuse(ids, apart[stage]).count(False)
+        if exact:
+            msgs = [{"role": m.role, "content": m.content} for m in r.messages or []]
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            if list(enc["input_ids"]) != ids:
+                exact = False  # the template's text does not re-tokenize to its ids
+                continue
+            labels = _part_labels(r, text)
+            for (a, _), hit in zip(enc["offset_mapping"], reused, strict=True):
+                if not hit:
+                    parts[stage][labels[a] if a < len(labels) else "template"] += 1
+    out: dict[str, Any] = {
+        f"uncached_{stage}_tokens_per_latent": round(v / n_latents, 1)
+        for stage, v in sorted(by_stage.items())
+    }
+    if exact:
+        out["uncached_parts_per_latent"] = {
+            stage: {k: round(v / n_latents, 1) for k, v in sorted(p.items(), key=lambda x: -x[1])}
+            for stage, p in sorted(parts.items())
+        }
     out["chat_prompt_tokens_per_latent"] = round(total / n_latents, 1)
     out["uncached_prompt_tokens_per_latent"] = round(uncached / n_latents, 1)
+    out["uncached_prompt_tokens_per_latent_per_scorer"] = round(uncached_apart / n_latents, 1)
     return out
 
 

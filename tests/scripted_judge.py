@@ -13,14 +13,34 @@ from typing import Any
 
 import numpy as np
 
-from autointerp.text import highlighted_spans
+from autointerp.text import marked_spans
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 SPAN = re.compile(r"<<(?!<)(.+?)>>(?!>)", re.DOTALL)
 _EXCERPT = re.compile(
-    r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\n\nDescription: |\Z)", re.DOTALL | re.MULTILINE
+    r"^(\d+)\.\n(.*?)(?=\n\n\d+\.\n|\n\nMarked:\n|\n\nDescription: |\Z)",
+    re.DOTALL | re.MULTILINE,
 )
 _DESCRIPTION = re.compile(r"^Description: (.*)$", re.MULTILINE)
+_MARKED = re.compile(r"\n\nMarked:\n((?:\d+\. .*(?:\n|$))+)\nDescription: ")
+_MARK_LINE = re.compile(r"^(\d+)\. (.*)$", re.MULTILINE)
+Spans = list[tuple[int, int]]
+
+
+def excerpts_of(user: str) -> list[str]:
+    """The numbered windows of a judge prompt, as shown."""
+    return [m.group(2) for m in _EXCERPT.finditer(user)]
+
+
+def marked_of(user: str) -> list[Spans] | None:
+    """Per window, the character spans its ``Marked:`` line names (fuzzing); None when the
+    prompt has no such list (detection). A line naming text its window lacks: no spans."""
+    found = _MARKED.findall(user)
+    if not found:
+        return None
+    windows = excerpts_of(user)
+    lines = dict(_MARK_LINE.findall(found[-1]))
+    return [marked_spans(w, lines.get(str(i), "none")) or [] for i, w in enumerate(windows, 1)]
 
 
 def keys(explanation: str) -> set[str]:
@@ -37,9 +57,9 @@ def default_detect(explanation: str, text: str) -> bool:
     return any(k in text for k in keys(explanation))
 
 
-def default_fuzz(explanation: str, marked: list[str], shown: str) -> bool:
+def default_fuzz(explanation: str, text: str, spans: Spans) -> bool:
     ks = keys(explanation)
-    return bool(marked) and all(m.strip() in ks for m in marked)
+    return bool(spans) and all(text[a:b].strip() in ks for a, b in spans)
 
 
 def default_simulate(explanation: str, tokens: list[str]) -> list[int]:
@@ -53,7 +73,7 @@ class ScriptedJudge:
 
     explain: Callable[[str], str] = default_explain
     detect: Callable[[str, str], bool] = default_detect
-    fuzz: Callable[[str, list[str], str], bool] = default_fuzz
+    fuzz: Callable[[str, str, Spans], bool] = default_fuzz  # (explanation, text, spans)
     simulate: Callable[[str, list[str]], list[int]] = default_simulate
     seen: list[tuple[str, str]] = field(default_factory=list)  # (task, user message)
     record: bool = True  # keep what was asked in ``seen`` (off in long benchmarks)
@@ -71,12 +91,16 @@ class ScriptedJudge:
             return json.dumps({"explanation": self.explain(user)})
         found = _DESCRIPTION.findall(user)  # after the excerpts (prefix-cache order)
         explanation = found[-1] if found else ""
-        examples = [m.group(2) for m in _EXCERPT.finditer(user)]
-        if "are exactly what the feature" in system:
-            self._seen("fuzzing", user)
-            answers = [int(self.fuzz(explanation, SPAN.findall(ex), ex)) for ex in examples]
-            return json.dumps({"answers": answers})
-        if "would fire somewhere in it" in system:
+        examples = excerpts_of(user)
+        if "You test a description" in system:
+            marked = marked_of(user)
+            if marked is not None:  # fuzzing: the windows, then their marks
+                self._seen("fuzzing", user)
+                answers = [
+                    int(self.fuzz(explanation, ex, sp))
+                    for ex, sp in zip(examples, marked, strict=True)
+                ]
+                return json.dumps({"answers": answers})
             self._seen("detection", user)
             return json.dumps({"answers": [int(self.detect(explanation, ex)) for ex in examples]})
         if "predict, from its description" in system:
@@ -155,12 +179,11 @@ def reading_detect(explanation: str, text: str) -> bool:
     return bool(stated_mask(explanation, text).any())
 
 
-def reading_fuzz(explanation: str, marked: list[str], shown: str) -> bool:
+def reading_fuzz(explanation: str, text: str, spans: Spans) -> bool:
     """1 when every highlighted span falls where the explanation says the feature fires."""
-    plain, spans = highlighted_spans(shown)
     if not spans:
         return False
-    mask = stated_mask(explanation, plain)
+    mask = stated_mask(explanation, text)
     return all(mask[a:b].any() for a, b in spans)
 
 

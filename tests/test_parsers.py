@@ -209,7 +209,7 @@ def test_judge_requests_ask_for_exactly_one_answer_per_window() -> None:
     from autointerp.scorers.judge import Item, answer_schema, request
 
     items = [Item(text=f"w{i}", tokens=[f"w{i}"], truth=True, meta={}) for i in range(3)]
-    req = request("detection_system", "detection_user", "x", items, {}, 50, True, {})
+    req = request("judge_system", "detection_user", "x", items, {}, 50, True, {})
     answers = req.json_schema["properties"]["answers"]
     assert (answers["minItems"], answers["maxItems"]) == (3, 3)
     assert answers["items"] == {"type": "integer", "enum": [0, 1]}

@@ -23,7 +23,7 @@ import scipy.stats
 import torch
 from fake_server import FakeServer
 from llm_helpers import SECRET
-from scripted_judge import _EXCERPT, ScriptedJudge, default_detect
+from scripted_judge import ScriptedJudge, Spans, default_detect, excerpts_of, marked_of
 from stage_helpers import copy_run, served
 from synthetic_cache import write_cache
 
@@ -77,7 +77,12 @@ def judged(base: Path, tmp: Path, judge: ScriptedJudge, scorer: str, name: str) 
 
 
 def shown_windows(judge: ScriptedJudge, task: str) -> list[str]:
-    return [m.group(2) for t, user in judge.seen if t == task for m in _EXCERPT.finditer(user)]
+    return [w for t, user in judge.seen if t == task for w in excerpts_of(user)]
+
+
+def shown_marks(judge: ScriptedJudge) -> list[Spans]:
+    """Per fuzzing window shown, the spans its ``Marked:`` line names."""
+    return [sp for t, user in judge.seen if t == "fuzzing" for sp in marked_of(user) or []]
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +93,8 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fuzzing_is_decided_by_where_the_highlights_are(base_run: Path, tmp_path: Path) -> None:
     reader = ScriptedJudge()
 
-    def blind(explanation: str, marked: list[str], shown: str) -> bool:
-        return default_detect(explanation, highlighted_spans(shown)[0])
+    def blind(explanation: str, text: str, spans: Spans) -> bool:
+        return default_detect(explanation, text)
 
     ignores = ScriptedJudge(fuzz=blind)
     read = judged(base_run, tmp_path, reader, "fuzzing", "reads")
@@ -106,14 +111,16 @@ def test_fuzzing_is_decided_by_where_the_highlights_are(base_run: Path, tmp_path
 
 
 def test_anything_highlighted_is_no_cue_in_fuzzing(base_run: Path, tmp_path: Path) -> None:
-    def any_highlight(explanation: str, marked: list[str], shown: str) -> bool:
-        return bool(highlighted_spans(shown)[1])
+    def any_highlight(explanation: str, text: str, spans: Spans) -> bool:
+        return bool(spans)
 
     judge = ScriptedJudge(fuzz=any_highlight)
     df = judged(base_run, tmp_path, judge, "fuzzing", "cue")
     assert np.allclose(df["balanced_accuracy"].to_numpy(), df["balanced_accuracy_chance"])
-    windows = shown_windows(judge, "fuzzing")
-    assert all(highlighted_spans(w)[1] for w in windows)  # every window shows highlights
+    windows, marks = shown_windows(judge, "fuzzing"), shown_marks(judge)
+    assert len(windows) == len(marks) == df["n_examples"].sum()
+    assert all(marks)  # every window has marks, listed apart from its plain text
+    assert not any(highlighted_spans(w)[1] for w in windows)
 
 
 def test_detection_windows_are_shown_plain(base_run: Path, tmp_path: Path) -> None:
@@ -140,10 +147,18 @@ def test_the_explainer_is_shown_train_windows_never_test(base_run: Path, tmp_pat
     vocab = vocab_for(cfg.subject.model)
     ex = pl.read_parquet(run / "examples" / "model.layers.1.parquet")
     ex = ex.filter(pl.col("latent").is_in(list(LATENTS)) & (pl.col("kind") == "activating"))
+    before, after = cfg.explain.context_before, cfg.explain.context_after
+
+    def cut(tokens: list[int], acts: list[float]) -> str:
+        """The window as explain shows it: ``before`` tokens before its peak, ``after`` after."""
+        peak = int(np.argmax(acts))
+        return vocab.text(tokens[max(0, peak - before) : peak + after + 1])
+
     for split, must in [("test", False), ("train", True)]:
-        texts = [vocab.text(t) for t in ex.filter(pl.col("split") == split)["tokens"].to_list()]
+        rows = ex.filter(pl.col("split") == split)
+        texts = [cut(t, a) for t, a in zip(rows["tokens"], rows["activations"], strict=True)]
         found = sum(t in plain for t in texts)
-        assert (found > 0) == must, (split, found, len(texts))
+        assert found > len(texts) // 2 if must else found == 0, (split, found, len(texts))
 
 
 def test_simulation_is_scored_against_the_shown_windows_truth(
@@ -169,3 +184,31 @@ def test_simulation_is_scored_against_the_shown_windows_truth(
         pred = np.concatenate([p.to_numpy() for p in rows["prediction"]])
         assert pearson == pytest.approx(scipy.stats.pearsonr(truth, pred)[0], abs=1e-6)
         assert pearson > 0.9
+
+
+def test_fuzzing_prompt_starts_with_the_detection_prompt(base_run: Path, tmp_path: Path) -> None:
+    """Fuzzing shows the same windows in the same batches, plain, under the same system prompt:
+    each fuzzing prompt is the detection prompt of its windows up to the description, then the
+    marks (so a prefix cache computes the windows once for both)."""
+    judge = ScriptedJudge()
+    run = copy_run(base_run, tmp_path / "both")
+    server = FakeServer(responder=judge).start()
+    try:
+        cfg = served(run, server)
+        src = run / "true.jsonl"
+        src.write_text(json.dumps({"latent": 0, "explanation": 'the token "A"'}))
+        rescore(run, cfg, src, scorers=["detection", "fuzzing"], progress=False)
+    finally:
+        server.stop()
+    bodies = [r["body"] for r in server.requests if r["path"].endswith("/chat/completions")]
+    by_task: dict[str, list[list[dict[str, str]]]] = {"detection": [], "fuzzing": []}
+    for body in bodies:
+        user = body["messages"][-1]["content"]
+        by_task["fuzzing" if marked_of(user) is not None else "detection"].append(body["messages"])
+    det, fuz = by_task["detection"], by_task["fuzzing"]
+    assert len(det) == len(fuz) >= 2
+    assert {m[0]["content"] for m in det + fuz} == {det[0][0]["content"]}  # one system prompt
+    cut = "\n\nDescription: "
+    heads = sorted(m[-1]["content"].split(cut)[0] for m in det)
+    fuzz_heads = sorted(m[-1]["content"].split("\n\nMarked:\n")[0] for m in fuz)
+    assert heads == fuzz_heads

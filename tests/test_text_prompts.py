@@ -88,9 +88,7 @@ def test_highlight_merges_runs() -> None:
 
 def test_every_prompt_template_renders() -> None:
     names = prompts.names()
-    assert {"explain_system", "detection_system", "fuzzing_system", "simulation_logprobs"} <= set(
-        names
-    )
+    assert {"explain_system", "judge_system", "fuzzing_user", "simulation_logprobs"} <= set(names)
     for name in names:
         fields = {
             m.group("named") or m.group("braced")

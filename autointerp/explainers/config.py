@@ -24,6 +24,17 @@ class ExplainConfig(BaseModel):
         description="mark tokens whose activation is at least this fraction of the latent's "
         "max (at the 0..10 resolution of activations_norm; 0 marks every firing token)",
     )
+    context_before: int | None = Field(
+        15,
+        ge=0,
+        description="explain prompts show each window from this many tokens before its peak "
+        "(its max; null: from the window's start)",
+    )
+    context_after: int | None = Field(
+        4,
+        ge=0,
+        description="... to this many tokens after its peak (null: to the window's end)",
+    )
     show_activations: bool = Field(
         False, description="after the excerpts, list each marked token with its 0..10 level"
     )
@@ -57,6 +68,8 @@ class ExplainConfig(BaseModel):
         """The fields an explainer's output depends on (its config hash covers only these)."""
         prompt = [
             "n_examples",
+            "context_before",
+            "context_after",
             "highlight_threshold",
             "show_activations",
             "reasoning",
@@ -65,7 +78,13 @@ class ExplainConfig(BaseModel):
         fields = {
             "default": [*prompt, "temperature"],
             "contrastive": [*prompt, "temperature", "n_contrast"],
-            "token-list": ["n_examples", "n_contrast", "top_tokens"],
+            "token-list": [
+                "n_examples",
+                "context_before",
+                "context_after",
+                "n_contrast",
+                "top_tokens",
+            ],
             "best-of-k": [*prompt, "k", "k_base", "k_temperature"]
             + (["n_contrast"] if self.k_base == "contrastive" else []),
             "output": ["top_tokens", "temperature", "max_tokens", "output_with_examples"]

@@ -20,7 +20,7 @@ import numpy as np
 from autointerp import prompts
 from autointerp.explainers.base import Explainer, row
 from autointerp.explainers.parse import parse_explanation
-from autointerp.explainers.prompt import activating_windows, explain_request
+from autointerp.explainers.prompt import activating_windows, around_peak, explain_request
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse
 from autointerp.runner.examples import LatentExamples, highlight_mask
@@ -100,7 +100,10 @@ def revise_request(
         mask = highlight_mask(r["activations_norm"], cfg.highlight_threshold)
         return highlight(r["strings"], mask)
 
-    act = activating_windows(shown, cfg.n_examples)
+    act = [
+        around_peak(r, cfg.context_before, cfg.context_after)
+        for r in activating_windows(shown, cfg.n_examples)
+    ]
     missed = (
         "\n\nIt missed these excerpts, where the feature is active:\n\n"
         + excerpts([marked(r) for r in fn])

@@ -34,6 +34,18 @@ def contrast_windows(
     return sorted(rows, key=lambda r: (order.get(r["kind"], 9), r["rank"]))[:n]
 
 
+def around_peak(r: dict[str, Any], before: int | None, after: int | None) -> dict[str, Any]:
+    """The window cut to ``before`` tokens before its peak (first max) and ``after`` after
+    it (None: no cut on that side): its tokens, strings and activations."""
+    if before is None and after is None:
+        return r
+    peak = int(np.argmax(np.asarray(r["activations"])))
+    a = 0 if before is None else max(0, peak - before)
+    b = len(r["strings"]) if after is None else peak + after + 1
+    cut = {k: r[k][a:b] for k in ("tokens", "strings", "activations", "activations_norm")}
+    return {**r, **cut}
+
+
 def _numbered(lines: list[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
 
@@ -61,7 +73,10 @@ def explain_request(
     seed: int | None = None,
     candidate: int = 0,
 ) -> LLMRequest:
-    act = activating_windows(ex, config.n_examples)
+    act = [
+        around_peak(r, config.context_before, config.context_after)
+        for r in activating_windows(ex, config.n_examples)
+    ]
     shown, values, task_examples = [], [], []
     for r in act:
         acts = r["activations"]

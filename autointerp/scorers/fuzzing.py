@@ -1,7 +1,9 @@
 """Fuzzing: does the judge, given the explanation, tell correctly highlighted windows from
 wrongly highlighted ones? Shown: activating windows highlighted where the latent fires
 (truth 1); activating windows whose highlights are moved to tokens where it is silent
-(truth 0); contrast windows with highlights (truth 0).
+(truth 0); contrast windows with highlights (truth 0). The windows are shown plain, exactly as
+detection shows them (the same batches: a prefix cache reuses them), and each window's marked
+tokens are listed after them (``Marked:``, autointerp.text.marks).
 
 Nothing but the explanation may tell the three apart (the shortcut audit, scorers/audit.py,
 checks it): a wrong or contrast window borrows the highlight mask of another activating window
@@ -22,8 +24,7 @@ import numpy as np
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import seeded_rng, shown_columns
 from autointerp.scorers.frequency import closest_row, mean_log_count, token_log_counts
-from autointerp.scorers.judge import BinaryJudgeScorer, Item, window_meta
-from autointerp.text import highlight
+from autointerp.scorers.judge import BinaryJudgeScorer, Item, marks_list, window_meta
 
 
 def wrong_mask(acts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -162,29 +163,33 @@ class FuzzingScorer(BinaryJudgeScorer):
         marks = Marks(right, act, counts)
         lending = [i for i, m in enumerate(right) if m.any()]
         lenders = Marks([right[i] for i in lending], [act[i] for i in lending], counts)
-        out: list[Item] = []
+        made: dict[int, Item] = {}
         for i, r in enumerate(act):
             mask, variant = right[i], "correct"
             if i in wrong:
                 moved = borrowed_wrong_mask(r, i, marks, rng, counts)
                 if moved is not None:
                     mask, variant = moved, "wrong"
-            out.append(self._item(ex, mask, variant == "correct", r, split, variant))
+            made[id(r)] = self._item(ex, mask, variant == "correct", r, split, variant)
         for r in con:
             mask = borrowed_mask(r, lenders, rng, counts)
-            out.append(self._item(ex, mask, False, r, split, "contrast"))
-        return out
+            made[id(r)] = self._item(ex, mask, False, r, split, "contrast")
+        # detection's order (LatentExamples.windows): the same batches, the same prefixes
+        return [made[id(r)] for r in ex.windows(split) if id(r) in made]
 
     @staticmethod
     def _item(ex, mask, truth, r, split, variant) -> Item:
         strings = r["strings"]
         return Item(
-            text=highlight(strings, mask),
+            text="".join(strings),
             tokens=strings,
             truth=truth,
             meta={**window_meta(r, split, variant), **shown_columns(r, ex.vocab, mask)},
             highlighted=mask.astype(int).tolist(),
         )
+
+    def prompt_fields(self, chunk: list[Item]) -> dict[str, str]:
+        return {"marks": marks_list(chunk)}
 
     def task_example(self, item: Item) -> Any:
         return {"tokens": item.tokens, "highlighted": item.highlighted}

@@ -28,7 +28,7 @@ from autointerp.scorers.base import (
     window_columns,
 )
 from autointerp.scorers.metrics import binary_metrics
-from autointerp.text import excerpts
+from autointerp.text import excerpts, marks
 
 EXAMPLE_SCHEMA: dict[str, pl.DataType] = {
     **KEY_SCHEMA,
@@ -61,11 +61,11 @@ def answer_schema(n: int) -> dict[str, Any]:
 class Item:
     """One window as the judge sees it, and the truth the judge should find."""
 
-    text: str  # as shown (highlighted or not)
+    text: str  # the window's text, shown plain (fuzzing lists its marks apart: text.marks)
     tokens: list[str]
     truth: bool
     meta: dict[str, Any]  # split, kind, sampler, quantile, seq_id, start, variant, shown_*
-    highlighted: list[int] | None = None
+    highlighted: list[int] | None = None  # fuzzing: the marked tokens (0/1 per token)
 
 
 def batches(n_items: int, per_prompt: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -133,6 +133,14 @@ def read_answers(
     return clean, probs, None
 
 
+def marks_list(items: list[Item]) -> str:
+    """Each window's marked tokens, one numbered line per window (fuzzing's ``$marks``)."""
+    return "\n".join(
+        f"{i}. {marks(it.tokens, it.highlighted or [0] * len(it.tokens))}"
+        for i, it in enumerate(items, 1)
+    )
+
+
 def request(
     system: str,
     user: str,
@@ -142,7 +150,10 @@ def request(
     max_tokens: int,
     logprobs: bool,
     tags: dict[str, str | int],
+    **fields: str,
 ) -> LLMRequest:
+    """The chat request of one batch of windows: ``system``, then ``user`` rendered with the
+    numbered windows, ``fields`` and the explanation (last: the prefix cache's order)."""
     shown = excerpts([it.text for it in items])
     # built with model_construct: every field is ours and valid (validation costs more than
     # the rest of the request at hundreds of requests per second)
@@ -152,7 +163,8 @@ def request(
         messages=[
             ChatMessage.model_construct(role="system", content=prompts.text(system)),
             ChatMessage.model_construct(
-                role="user", content=prompts.render(user, explanation=explanation, examples=shown)
+                role="user",
+                content=prompts.render(user, explanation=explanation, examples=shown, **fields),
             ),
         ],
         sampling=SamplingParams.model_construct(temperature=0.0, max_tokens=max_tokens),
@@ -243,12 +255,23 @@ def window_meta(row: dict[str, Any], split: str, variant: str | None = None) -> 
 
 
 class BinaryJudgeScorer(Scorer):
-    """What detection and fuzzing share: their windows (``items``) go to a judge in shuffled
-    batches of ``examples_per_prompt`` with the prompts ``<name>_system`` / ``<name>_user``;
-    the lexical baseline gets a ``task_kind`` payload with ``task_example`` per window."""
+    """What detection and fuzzing share: their windows (``items``, in the order of
+    ``LatentExamples.windows``) go to a judge in shuffled batches of ``examples_per_prompt``,
+    with the system prompt ``judge_system`` and the user prompt ``<name>_user``; the lexical
+    baseline gets a ``task_kind`` payload with ``task_example`` per window.
+
+    Detection and fuzzing show a latent's test windows plain, cut into the same batches (the
+    shuffle is seeded without the scorer's name) under the same system prompt, so each fuzzing
+    prompt starts with the detection prompt of the same windows, token for token, and a prefix
+    cache computes those windows once for both; fuzzing's marks follow the windows."""
 
     example_schema = EXAMPLE_SCHEMA
     task_kind: ClassVar[str]
+    system_prompt: ClassVar[str] = "judge_system"
+
+    def prompt_fields(self, chunk: list[Item]) -> dict[str, str]:
+        """Values of the user prompt's own placeholders (besides examples, explanation)."""
+        return {}
 
     @abstractmethod
     def items(self, ex: LatentExamples, split: str) -> list[Item]:
@@ -281,7 +304,7 @@ class BinaryJudgeScorer(Scorer):
                 "examples": [self.task_example(it) for it in chunk],
             }
             return request(
-                f"{self.name}_system",
+                self.system_prompt,
                 f"{self.name}_user",
                 explanation,
                 chunk,
@@ -289,6 +312,7 @@ class BinaryJudgeScorer(Scorer):
                 cfg.max_tokens,
                 cfg.logprobs,
                 tags,
+                **self.prompt_fields(chunk),
             )
 
         return await judge(
@@ -297,7 +321,8 @@ class BinaryJudgeScorer(Scorer):
             explanation,
             llm,
             per_prompt=cfg.examples_per_prompt,
-            rng=seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, self.name, split),
+            # the same batches for every scorer of this class: shared prompt prefixes
+            rng=seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, "judge", split),
             build=build,
             n_boot=self.config.n_boot,
             seed=self.ctx.seed,

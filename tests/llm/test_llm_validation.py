@@ -27,9 +27,7 @@ GOOD = '{"answers": [1, 0]}'
 def judge_request() -> LLMRequest:
     """A two-window detection request with the scorer's own check (two 0/1 answers)."""
     items = [Item(text=t, tokens=[t], truth=i == 0, meta={}) for i, t in enumerate("ab")]
-    return request(
-        "detection_system", "detection_user", "letters", items, {}, 64, False, {"latent": 1}
-    )
+    return request("judge_system", "detection_user", "letters", items, {}, 64, False, {"latent": 1})
 
 
 def explain_request() -> LLMRequest:
