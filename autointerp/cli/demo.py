@@ -18,7 +18,7 @@ from autointerp.cli.common import (
 
 # latents a real LLM explains and scores when --latents is not given: about 10 minutes for
 # Qwen2.5-Coder-1.5B-Instruct on 2 CPU cores (README); the lexical baseline does all 4,096
-REAL_LLM_LATENTS = "0:4"
+REAL_LLM_LATENTS = "0:2"
 
 
 def demo_latents(latents: str | None, llm: str | None) -> str | None:
