@@ -16,8 +16,8 @@ from autointerp.cli.common import (
     setup_logging,
 )
 
-# latents a real LLM explains and scores when --latents is not given: about 10 minutes for
-# Qwen2.5-Coder-1.5B-Instruct on 2 CPU cores (README); the lexical baseline does all 4,096
+# latents a real LLM explains and scores when --latents is not given: Qwen2.5-Coder-1.5B-Instruct
+# judged these two in ~16 minutes on 2 busy CPU cores (README); the lexical baseline does all
 REAL_LLM_LATENTS = "0:2"
 
 
