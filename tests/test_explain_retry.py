@@ -70,3 +70,31 @@ def test_a_finished_answer_is_sent_once_and_a_copied_example_is_an_error() -> No
     text, error, _, backend = _ask([(copy, "stop")])
     assert text is None and error == "the answer repeats a few-shot example's explanation"
     assert len(backend.sent) == 1
+
+
+def _ask_with(user: str, answer: str) -> tuple[str | None, str | None]:
+    client = LLMClient(Scripted([(answer, "stop")]), LLMConfig())
+    request = LLMRequest(
+        messages=[
+            ChatMessage(role="system", content="explain"),
+            *prompts.fewshot("explain_fewshot"),
+            ChatMessage(role="user", content=user),
+        ],
+        json_schema={"type": "object", "required": ["explanation"]},
+    )
+    text, error, _ = asyncio.run(ask_explanation(request, client))
+    return text, error
+
+
+def test_an_example_answer_that_fits_the_marked_tokens_is_kept() -> None:
+    # Qwen2.5-Coder-1.5B-Instruct's answer (verbatim) for demo latent 1, which fires on "<"
+    # and "<=": the words of a few-shot example, and right for this latent
+    qwen = '{"explanation":"The comparison operators \\"<\\" and \\"<=\\""}'
+    marked = "Active in:\n\n1.\n    if n<< <>> 0:\n\n2.\n    while lo<< <=>> hi:"
+    assert _ask_with(marked, qwen) == ('The comparison operators "<" and "<="', None)
+    # the same answer for a latent whose examples mark other tokens is still a copy
+    other = "Active in:\n\n1.\n    x<< +=>> 1\n\n2.\n    y<< +=>> 2"
+    assert _ask_with(other, qwen) == (None, "the answer repeats a few-shot example's explanation")
+    # "<" shown as ‹ where it touches a marker is the same token
+    touching = "Active in:\n\n1.\n    if n<<‹>> 0:"
+    assert _ask_with(touching, qwen)[1] is None

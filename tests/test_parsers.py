@@ -10,6 +10,7 @@ from autointerp.explainers.parse import parse_explanation
 from autointerp.llm.types import LLMResponse, TokenLogprob, TopLogprob
 from autointerp.scorers.judge import probabilities_from_logprobs, read_answers
 from autointerp.scorers.simulation import (
+    PLACEHOLDER,
     expected_digit,
     logprob_prompt,
     read_json_predictions,
@@ -247,3 +248,22 @@ def test_simulation_json_asks_for_one_list_per_window() -> None:
     lists = _exact_lists(4)["properties"]["activations"]
     assert (lists["minItems"], lists["maxItems"]) == (4, 4)
     assert lists["items"] == {"type": "array", "items": {"type": "number"}}
+
+
+def test_the_placeholder_is_a_value_of_the_scale() -> None:
+    # vLLM returns a prompt position's own token among its alternatives; with the word
+    # "unknown" as placeholder, Qwen2.5-Coder-1.5B's top 20 after a few lines held only
+    # copies of it and no digit (20 of 22 demo prompts lost). A digit placeholder is always
+    # a value: the position reads as at least its own token.
+    prompt, offsets = logprob_prompt("x", [["a", "b"]])
+    assert all(prompt[s : s + len(PLACEHOLDER)] == PLACEHOLDER for s in offsets[0])
+    copied = TokenLogprob(
+        token=PLACEHOLDER,
+        logprob=-0.01,
+        top=[
+            TopLogprob(token=PLACEHOLDER, logprob=-0.01),
+            TopLogprob(token="unknown", logprob=-5.0),
+            TopLogprob(token=" unknown", logprob=-6.0),
+        ],
+    )
+    assert expected_digit(copied) == float(PLACEHOLDER)

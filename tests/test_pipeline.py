@@ -86,3 +86,14 @@ def test_run_command_bad_input_is_one_line(tmp_path: Path) -> None:
     bad_set = runner.invoke(app, ["run", str(config), "-s", "cache.n_tokens=-5"])
     assert bad_set.exit_code == 2 and "n_tokens" in bad_set.output
     assert not (tmp_path / "r" / "run.yaml").exists()  # nothing written before validation
+
+
+def test_demo_with_a_real_llm_defaults_to_a_few_latents() -> None:
+    from autointerp.cli.demo import REAL_LLM_LATENTS, demo_latents
+    from autointerp.sampling.latents import parse_latents
+
+    assert demo_latents(None, None) is None  # lexical baseline: every latent
+    assert demo_latents(None, "lexical") is None
+    assert demo_latents(None, "vllm:qwen2.5-coder-1.5b-instruct") == REAL_LLM_LATENTS
+    assert 1 <= len(parse_latents(REAL_LLM_LATENTS)) <= 8  # a handful
+    assert demo_latents("7,9", "vllm:qwen2.5-coder-1.5b-instruct") == "7,9"  # given: kept

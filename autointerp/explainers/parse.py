@@ -15,6 +15,7 @@ from typing import Any
 from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse
+from autointerp.text import ESCAPED_GT, ESCAPED_LT, highlighted_spans
 
 MAX_CHARS = 1000
 _LINE = re.compile(
@@ -122,6 +123,28 @@ def _not_copied(
         for v in [_last_explanation(m.content)]
         if v
     }
-    if text.lower() in shown:
+    if text.lower() in shown and not _fits_marked(text, request):
         return None, "the answer repeats a few-shot example's explanation"
     return text, None
+
+
+_QUOTED = re.compile(r"\"([^\"]+)\"|'([^']+)'")
+
+
+def _fits_marked(text: str, request: LLMRequest) -> bool:
+    """Whether an answer that repeats a few-shot example names tokens this latent's own
+    examples mark (``<<...>>`` in the last user turn): then it describes the latent, not a
+    copy. Qwen2.5-Coder answered 'The comparison operators "<" and "<="' (the words of an
+    example) for a demo latent that fires on ``<`` and ``<=``. An answer that quotes nothing
+    cannot be checked, and stays a copy."""
+    users = [m.content for m in request.messages or [] if m.role == "user"]
+    if not users:
+        return False
+    plain, spans = highlighted_spans(users[-1])
+    marked = {
+        part.replace(ESCAPED_LT, "<").replace(ESCAPED_GT, ">")
+        for a, b in spans
+        for part in plain[a:b].split()
+    }
+    quoted = {a or b for a, b in _QUOTED.findall(text)}
+    return bool(quoted & marked)

@@ -215,6 +215,10 @@ class LLMClient:
                 break
             response.error = f"invalid answer: {why}"
             log.debug("answer fails its task's checks (%s): %.200r", why, response.text)
+            if request.prompt_logprobs is not None and request.json_schema is None:
+                # the answer is the prompt's logprobs: the same prompt gives the same ones
+                # (a full prefill each time; a real simulation lost 3x its time to this)
+                break
             if response.finish_reason == "length" and request.prompt_logprobs is None:
                 # cut at max_tokens: the same prompt is cut the same way again; the caller
                 # may ask differently (explainers: a firmer instruction)

@@ -80,7 +80,9 @@ class VLLMEngineConfig(BaseModel):
     """Arguments of the in-process ``vllm.LLM`` engine."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch: int = Field(256, gt=0, description="requests handed to one llm.generate call")
+    max_batch: int = Field(
+        256, gt=0, description="most requests the engine runs at once (continuous batching)"
+    )
     max_model_len: int | None = Field(4096, gt=0)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     cpu_kv_cache_gib: float = Field(

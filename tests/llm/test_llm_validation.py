@@ -145,3 +145,19 @@ def test_two_servers_with_one_model_name_do_not_share_answers(api_key: str, tmp_
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_prompt_logprob_answer_that_fails_its_check_is_not_asked_again(
+    server: FakeServer, api_key: str, tmp_path: Path
+) -> None:
+    # simulation's answer is the prompt's logprobs: asking again recomputes the same ones
+    # (a real Qwen2.5-Coder run spent 3 full prefills on each lost simulation prompt)
+    req = LLMRequest(
+        prompt="def f\t0\n",
+        prompt_logprobs=2,
+        check=lambda r: "no digit distribution at a token's placeholder",
+    )
+    (resp,) = asyncio.run(_ask(fast_config(server, json_attempts=3), [req], tmp_path))
+    assert server.hits == 1
+    assert resp.error == "invalid answer: no digit distribution at a token's placeholder"
+    assert _rows(tmp_path) == 0

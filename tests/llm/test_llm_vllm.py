@@ -67,13 +67,47 @@ def test_vllm_structured_output_and_prompt_logprobs(
         prompt="the quick brown fox", sampling=SamplingParams(max_tokens=4), prompt_logprobs=2
     )
 
+    # continuous batching: a request sent while a long one generates joins it at the next
+    # engine step and is answered first (a batch-at-a-time engine answers it after the long
+    # one). The long one cannot stop early: its grammar wants 60 numbers.
+    long = LLMRequest(
+        prompt="numbers:",
+        sampling=SamplingParams(max_tokens=200),
+        json_schema={
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 9},
+            "minItems": 60,
+            "maxItems": 60,
+        },
+    )
+    short = LLMRequest(prompt="the lazy dog", sampling=SamplingParams(max_tokens=1))
+    steps: list[int] = []
+
     async def main():  # noqa: ANN202
         async with create_client(config, tmp_path) as client:
             first = await client.generate_many([chat, raw])
             again = await client.generate(chat)
-            return first, again, client.usage.total
+            backend = client.backend
+            step = backend._step
 
-    (structured, plain), again, usage = asyncio.run(main())
+            def counted(running):  # noqa: ANN001, ANN202
+                steps.append(len(running))
+                return step(running)
+
+            backend._step = counted
+            long_task = asyncio.ensure_future(client.generate(long))
+            while len(steps) < 3:
+                await asyncio.sleep(0.001)
+            joined = await client.generate(short)
+            long_done_first = long_task.done()
+            long_answer = await long_task
+            return first, again, client.usage.total, (joined, long_done_first, long_answer)
+
+    (structured, plain), again, usage, (joined, long_done_first, long_answer) = asyncio.run(main())
+    assert joined.ok and joined.completion_tokens == 1
+    assert not long_done_first, "the short request waited for the long one's batch"
+    assert long_answer.ok and len(long_answer.parsed) == 60
+    assert max(steps) == 2 and steps[0] == 1  # they ran in one batch, the short one joining
 
     assert structured.ok, structured.error
     assert structured.parsed["label"] in (True, False)
@@ -91,4 +125,4 @@ def test_vllm_structured_output_and_prompt_logprobs(
     assert plain.completion_tokens == 4
 
     assert again.cached and again.parsed == structured.parsed  # served from the SQLite cache
-    assert usage.cached == 1 and usage.requests == 3
+    assert usage.cached == 1 and usage.requests == 5
