@@ -43,7 +43,8 @@ RETURN, IMPORT = 342, 624  # " return", " import" in the demo tokenizer
 def demo():
     torch.manual_seed(0)
     model, tok = load_subject(SubjectConfig(model=DEMO_MODEL, device="cpu"))
-    src = (Path(__file__).parents[1] / "autointerp" / "text.py").read_text()
+    # prompts from a file that does not change with this project (they did, from text.py)
+    src = (Path(os.__file__).parent / "textwrap.py").read_text()
     ids = tok(src, add_special_tokens=False)["input_ids"]
     prompts = [ids[i : i + 12 + i % 5] for i in range(0, 8 * 40, 40)]
     emb = model.get_output_embeddings().weight.detach()

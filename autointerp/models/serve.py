@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 from autointerp.models.dtype import engine_dtype, has_cuda
 from autointerp.models.fetch import resolve_model
+
+COMPACT_JSON = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 def serve_command(
@@ -38,6 +41,9 @@ def serve_command(
         "--max-model-len",
         str(max_model_len),
     ]
+    # JSON answers without free whitespace, as the in-process engine (llm.vllm.compact_json): a
+    # weak model otherwise fills a schema's whitespace until max_tokens cuts the answer
+    cmd += ["--structured-outputs-config", json.dumps(COMPACT_JSON)]
     if not has_cuda():
         cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(int(cpu_kv_cache_gib * 2**30))]
     return cmd + list(extra or [])
