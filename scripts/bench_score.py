@@ -35,12 +35,14 @@ SCORERS = ["detection", "fuzzing"]
 
 
 def fresh_copy(src: Path, dst: Path) -> Path:
-    """The run's cache metadata and examples, without earlier explanations or scores."""
+    """The run's cache metadata, token table and examples, without earlier explanations or
+    scores (fuzzing and intruder read the token table for their frequency matching)."""
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src / "examples", dst / "examples", ignore=shutil.ignore_patterns("_parts"))
     for meta in (src / "cache").glob("*/meta.json"):
         (dst / "cache" / meta.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(meta, dst / "cache" / meta.parent.name / "meta.json")
+        for name in ("meta.json", "tokens.parquet"):
+            shutil.copy(meta.parent / name, dst / "cache" / meta.parent.name / name)
     return dst
 
 
