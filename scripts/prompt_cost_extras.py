@@ -115,7 +115,7 @@ def _part_labels(request: LLMRequest, text: str) -> list[str]:
         for rx, label in (
             (r"(?m)^\d+\.\n|\n\n", "numbering"),
             (r"<<|>>", "markup"),
-            (r"\n\nMarked:\n(?:.*\n?)*?(?=\n\nDescription: )", "marks"),
+            (r"\n\nMarked:\n[\s\S]*?(?=\n\nDescription: )", "marks"),  # linear
             (r"Active in:\n\n|\n\nSilent in:\n\n|\n\nMarked:\n|\n\nDescription: ", "instructions"),
         ):
             for hit in re.finditer(rx, c):
