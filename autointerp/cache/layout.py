@@ -32,7 +32,7 @@ PART_OPTIONS: dict = {
     "column_encoding": {"latent": "DELTA_BINARY_PACKED", "seq_id": "DELTA_BINARY_PACKED"},
 }
 TOKENS_SCHEMA_FIELDS = ("seq_id", "tokens")
-SPILL_SUFFIX = ".arrow"  # chunk spill files (Arrow IPC); ".parquet" ones were written before
+SPILL_SUFFIX = ".spill"  # chunk spill files (cache/spill.py); ".arrow" and ".parquet" ones: before
 
 
 def hookpoint_dirname(spec: str) -> str:

@@ -1,11 +1,16 @@
 """Turn a hookpoint's chunk spill files into the final cache: latent-range part files, latent
-statistics, the token table and meta.json (written last; its presence means complete)."""
+statistics, the token table and meta.json (written last; its presence means complete).
+
+Each merge worker keeps its buffers from shard to shard (cache/directio.py): the segments it
+reads, the merged columns, the Parquet bytes of the part, which goes to disk by direct I/O.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import threading
@@ -14,12 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from autointerp.cache.budget import merge_workers
+from autointerp.cache.directio import AlignedBuffer, round_up, write_file
 from autointerp.cache.encode import Nonzeros
+from autointerp.cache.errors import CorruptCacheError
 from autointerp.cache.layout import (
     PART_OPTIONS,
     PART_SCHEMA,
@@ -28,9 +36,9 @@ from autointerp.cache.layout import (
     tmp_path,
     write_parquet_atomic,
 )
-from autointerp.cache.sortmerge import merge_runs
+from autointerp.cache.spill import SpillFile, gather_index
 from autointerp.cache.stats import shard_stats
-from autointerp.cache.writer import SpillFile, release_memory
+from autointerp.cache.writer import release_memory
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +75,31 @@ def merge_shards(
     files = (
         [SpillFile(layout.chunk(c), len(shards)) for c in range(n_chunks)] if need_chunks else []
     )
+    for f in files:
+        for i, start, end in todo:
+            if f.bounds[i : i + 2] != [start, end]:
+                raise CorruptCacheError(f.path, f"shard {i} is not latents {start}-{end}")
     largest = max((sum(f.rows[i] for f in files) for i, _, _ in todo), default=0)
     workers = merge_workers(budget_bytes, largest)
     lock = threading.Lock()
     written = 0
+    free: queue.SimpleQueue[ShardBuffers] = queue.SimpleQueue()
+    for _ in range(workers):
+        free.put(ShardBuffers())
 
     def one(i: int, start: int, end: int) -> None:
         nonlocal written
+        bufs = free.get()
         part = layout.part(start, end)
         if part.exists():  # complete; only its statistics are missing
             nz = _read_part(part)
         else:
-            nz = merge_runs([f.shard(i) for f in files], start, end)
-            write_parquet_atomic(_table(nz), part, **PART_OPTIONS)
+            nz = bufs.merge(files, i, start, end)
+            bufs.write_part(nz, part)
         stats = shard_stats(nz, start, end, n_tokens_counted)
         write_parquet_atomic(stats, layout.shard_stats(start, end))
         del nz, stats
-        release_memory()  # the arrow pool's buffers; the heap is reused by the next shard
+        free.put(bufs)
         log.debug("shard %d-%d written", start, end)
         with lock:
             written += 1
@@ -104,7 +120,69 @@ def merge_shards(
     finally:
         for f in files:
             f.close()
+        while not free.empty():
+            free.get().release()
         release_memory(trim=True)
+
+
+class ShardBuffers:
+    """One merge worker's buffers, kept from shard to shard."""
+
+    def __init__(self) -> None:
+        self.segment = AlignedBuffer()
+        self.staged = [AlignedBuffer() for _ in range(3)]  # seq, value, pos of every chunk
+        self.merged = [AlignedBuffer() for _ in range(4)]  # latent, seq, value, pos
+        self.index = AlignedBuffer()
+        self.parquet = AlignedBuffer()
+
+    def merge(self, files: list[SpillFile], i: int, start: int, end: int) -> Nonzeros:
+        """Shard ``i``'s segment of every chunk, merged: sorted by (latent, seq, pos).
+
+        The chunks hold consecutive windows, so within a latent the rows of chunk ``c`` come
+        before those of chunk ``c + 1``: one gather puts every row in place, no sort.
+        """
+        n = sum(f.rows[i] for f in files)
+        dtypes = (np.int32, np.float32, np.int16)
+        staged = [buf.typed(n, dt) for buf, dt in zip(self.staged, dtypes, strict=False)]
+        counts = np.zeros((max(len(files), 1), end - start), np.int64)
+        offset = 0
+        for c, f in enumerate(files):
+            cnt, *cols = f.read_segment(i, self.segment)
+            counts[c] = cnt
+            for out, col in zip(staged, cols, strict=False):
+                out[offset : offset + len(col)] = col
+            offset += len(cols[0])
+        per_latent = counts.sum(axis=0)
+        latent = self.merged[0].typed(n, np.int32)
+        latent[:] = np.repeat(np.arange(start, end, dtype=np.int32), per_latent)
+        if len(files) > 1:
+            chunk_start = np.cumsum(counts.sum(axis=1)) - counts.sum(axis=1)
+            src = np.cumsum(counts, axis=1) - counts + chunk_start[:, None]
+            index = gather_index(src.T.ravel(), counts.T.ravel(), self.index.typed(n, np.int64))
+            merged = [buf.typed(n, dt) for buf, dt in zip(self.merged[1:], dtypes, strict=False)]
+            for out, col in zip(merged, staged, strict=False):
+                np.take(col, index, out=out, mode="clip")
+            staged = merged
+        seq, value, pos = staged
+        return Nonzeros(latent, seq, pos, value)
+
+    def write_part(self, nz: Nonzeros, path: Path) -> None:
+        """The part file's Parquet bytes built in memory, then written by direct I/O."""
+        table = _table(nz)
+        out = self.parquet.get(round_up(16 * len(nz) + (1 << 20)))
+        sink = pa.FixedSizeBufferWriter(pa.py_buffer(out))
+        try:
+            opts = {"write_page_checksum": True, **PART_OPTIONS}
+            with pq.ParquetWriter(sink, table.schema, **opts) as w:
+                w.write_table(table, row_group_size=max(1, table.num_rows))
+        except OSError:  # larger than the buffer (never seen): write it the ordinary way
+            write_parquet_atomic(table, path, **PART_OPTIONS)
+            return
+        write_file(path, out, sink.tell())
+
+    def release(self) -> None:
+        for buf in [self.segment, *self.staged, *self.merged, self.index, self.parquet]:
+            buf.release()
 
 
 def _table(nz: Nonzeros) -> pa.Table:
