@@ -32,6 +32,7 @@ from autointerp.cache.layout import (
     PART_OPTIONS,
     PART_SCHEMA,
     CacheLayout,
+    arrow_array,
     read_parquet,
     tmp_path,
     write_parquet_atomic,
@@ -186,7 +187,7 @@ class ShardBuffers:
 
 
 def _table(nz: Nonzeros) -> pa.Table:
-    columns = [pa.array(c) for c in (nz.latent, nz.seq, nz.pos, nz.value)]
+    columns = [arrow_array(c) for c in (nz.latent, nz.seq, nz.pos, nz.value)]
     return pa.Table.from_arrays(columns, schema=PART_SCHEMA)
 
 

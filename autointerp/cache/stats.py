@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from autointerp.cache.encode import Nonzeros
+from autointerp.cache.layout import arrow_array
 from autointerp.cache.sortmerge import latent_counts
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
@@ -78,14 +79,14 @@ def shard_stats(nz: Nonzeros, start: int, end: int, n_tokens_counted: int) -> pa
             columns[f"q{round(q * 100):02d}"] = a + (b - a) * (at - lo)
         del key
     arrays = [
-        pa.array(np.arange(start, end, dtype=np.int32)),
-        pa.array(counts.astype(np.int64)),
-        pa.array(counts / max(n_tokens_counted, 1)),
-        pa.array(n_windows),
+        arrow_array(np.arange(start, end, dtype=np.int32)),
+        arrow_array(counts.astype(np.int64)),
+        arrow_array(counts / max(n_tokens_counted, 1)),
+        arrow_array(n_windows),
     ]
     for name in ["max", "mean", *(f"q{round(q * 100):02d}" for q in QUANTILES)]:
         full = np.zeros(width, np.float32)
         if name in columns:
             full[live] = columns[name]
-        arrays.append(pa.array(full, mask=~live))
+        arrays.append(arrow_array(full, valid=live))
     return pa.Table.from_arrays(arrays, schema=STATS_SCHEMA)

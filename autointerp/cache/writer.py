@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from autointerp.cache.encode import Nonzeros
-from autointerp.cache.layout import SPILL_SUFFIX, CacheLayout, write_parquet_atomic
+from autointerp.cache.layout import SPILL_SUFFIX, CacheLayout, arrow_array, write_parquet_atomic
 from autointerp.cache.spill import SpillFile, SpillWriter
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class HookpointTarget:
 def tokens_table(windows: list[np.ndarray], seq_offset: int) -> pa.Table:
     arr = np.concatenate(windows).astype(np.int32, copy=False)
     n, ctx = arr.shape
-    values = pa.array(arr.reshape(-1), pa.int32())
+    values = arrow_array(arr.reshape(-1))
     tokens = pa.FixedSizeListArray.from_arrays(values, ctx).cast(pa.list_(pa.int32()))
-    seq = pa.array(np.arange(seq_offset, seq_offset + n, dtype=np.int32), pa.int32())
+    seq = arrow_array(np.arange(seq_offset, seq_offset + n, dtype=np.int32))
     return pa.table({"seq_id": seq, "tokens": tokens})
 
 
