@@ -162,10 +162,9 @@ class SpillFile:
             self.close()
             raise CorruptCacheError(path, f"{shards} shards where {n_shards} were expected")
         if self._reader.size != self.offsets[-1]:
+            found = self._reader.size
             self.close()
-            raise CorruptCacheError(
-                path, f"{self._reader.size} bytes where {self.offsets[-1]} were expected"
-            )
+            raise CorruptCacheError(path, f"{found} bytes where {self.offsets[-1]} were expected")
 
     def width(self, index: int) -> int:
         return self.bounds[index + 1] - self.bounds[index]
