@@ -37,11 +37,12 @@ from autointerp.cache.layout import (
     tmp_path,
     write_parquet_atomic,
 )
-from autointerp.cache.spill import SpillFile, gather_index
+from autointerp.cache.spill import SpillFile, gather_index, run_sources
 from autointerp.cache.stats import shard_stats
 from autointerp.cache.writer import release_memory
 
 log = logging.getLogger(__name__)
+_DTYPES = (np.int32, np.float32, np.int16)  # seq_id, value, pos
 
 KILL_AFTER_SHARDS_ENV = "AUTOINTERP_KILL_AFTER_SHARDS"
 TOKEN_ROW_GROUP_TOKENS = 1 << 20  # tokens per row group of tokens.parquet
@@ -139,29 +140,29 @@ class ShardBuffers:
     def merge(self, files: list[SpillFile], i: int, start: int, end: int) -> Nonzeros:
         """Shard ``i``'s segment of every chunk, merged: sorted by (latent, seq, pos).
 
-        The chunks hold consecutive windows, so within a latent the rows of chunk ``c`` come
-        before those of chunk ``c + 1``: one gather puts every row in place, no sort.
+        Chunks hold consecutive windows and a chunk's runs consecutive batches, so within a
+        latent the rows of one run come before those of the next: one gather puts every row
+        in place, no sort.
         """
         n = sum(f.rows[i] for f in files)
-        dtypes = (np.int32, np.float32, np.int16)
-        staged = [buf.typed(n, dt) for buf, dt in zip(self.staged, dtypes, strict=False)]
-        counts = np.zeros((max(len(files), 1), end - start), np.int64)
+        staged = [buf.typed(n, dt) for buf, dt in zip(self.staged, _DTYPES, strict=True)]
+        counts = []
         offset = 0
-        for c, f in enumerate(files):
+        for f in files:
             cnt, *cols = f.read_segment(i, self.segment)
-            counts[c] = cnt
-            for out, col in zip(staged, cols, strict=False):
+            counts.append(cnt.astype(np.int64))
+            for out, col in zip(staged, cols, strict=True):
                 out[offset : offset + len(col)] = col
             offset += len(cols[0])
-        per_latent = counts.sum(axis=0)
+        runs = np.concatenate(counts) if counts else np.zeros((1, end - start), np.int64)
+        per_latent = runs.sum(axis=0)
         latent = self.merged[0].typed(n, np.int32)
         latent[:] = np.repeat(np.arange(start, end, dtype=np.int32), per_latent)
-        if len(files) > 1:
-            chunk_start = np.cumsum(counts.sum(axis=1)) - counts.sum(axis=1)
-            src = np.cumsum(counts, axis=1) - counts + chunk_start[:, None]
-            index = gather_index(src.T.ravel(), counts.T.ravel(), self.index.typed(n, np.int64))
-            merged = [buf.typed(n, dt) for buf, dt in zip(self.merged[1:], dtypes, strict=False)]
-            for out, col in zip(merged, staged, strict=False):
+        if len(runs) > 1:
+            src = run_sources(runs)
+            index = gather_index(src.T.ravel(), runs.T.ravel(), self.index.typed(n, np.int64))
+            merged = [buf.typed(n, dt) for buf, dt in zip(self.merged[1:], _DTYPES, strict=True)]
+            for out, col in zip(merged, staged, strict=True):
                 np.take(col, index, out=out, mode="clip")
             staged = merged
         seq, value, pos = staged

@@ -1,16 +1,20 @@
-"""Chunk spill files: a chunk's nonzeros, merged by latent, one aligned segment per latent shard.
+"""Chunk spill files: a chunk's nonzeros, one aligned segment per latent shard.
 
 Layout (little-endian; ``_work`` only, not a contract for other tools):
 
-    header   b"AISPILL2", n_shards, n_latents (int64), shard bounds (int64 [n_shards + 1]),
-             rows of each shard (int64 [n_shards]); zero-padded to 4,096 bytes
-    segment  per shard, in order: rows of each of its latents (int32 [width]), then the
-             shard's rows sorted by (latent, seq, pos): seq_id (int32), value (float32),
-             pos (int16) columns; zero-padded to 4,096 bytes
+    header   b"AISPILL2", n_shards, n_latents, n_runs (int64), shard bounds (int64
+             [n_shards + 1]), rows of each shard (int64 [n_shards]); zero-padded to 4,096 bytes
+    segment  per shard, in order: rows of each (run, latent) (int32 [n_runs, width]), then the
+             shard's rows, run after run, each run's sorted by (latent, seq, pos): seq_id
+             (int32), value (float32), pos (int16) columns; zero-padded to 4,096 bytes
 
-The latent column is not stored (its counts rebuild it). The merge reads one segment per
-chunk and shard, with one direct read (cache/directio.py). A file that exists is complete
-(written to a temp name, then renamed); its size and counts are checked when read.
+A run is a batch as the encoder sorted it: its rows of one shard are a slice, so a segment is
+a few copies. When a chunk's (run, latent) counts would weigh too much beside its rows (many
+latents, small batches), its batches are first merged into one run (one gather). The merge
+puts the runs of every chunk in order with one gather per shard (``gather_index``), reading
+one segment per chunk with one direct read (cache/directio.py). The latent column is not
+stored (the counts rebuild it). A file that exists is complete (written to a temp name, then
+renamed); its size and counts are checked when read.
 """
 
 from __future__ import annotations
@@ -26,23 +30,30 @@ MAGIC = b"AISPILL2"
 ROW_BYTES = 10  # seq_id int32 + value float32 + pos int16
 
 
-def segment_bytes(width: int, rows: int) -> int:
-    return round_up(4 * width + ROW_BYTES * rows)
+def segment_bytes(width: int, rows: int, runs: int = 1) -> int:
+    return round_up(4 * width * runs + ROW_BYTES * rows)
 
 
 def header_bytes(n_shards: int) -> int:
-    return round_up(8 * (3 + 2 * n_shards + 1))
+    return round_up(8 * (4 + 2 * n_shards + 1))
 
 
-def segment_views(buf: np.ndarray, width: int, rows: int) -> tuple[np.ndarray, ...]:
-    """(counts, seq, value, pos) views of a segment's bytes."""
-    a, b, c = 4 * width, 4 * width + 4 * rows, 4 * width + 8 * rows
+def segment_views(buf: np.ndarray, width: int, rows: int, runs: int = 1) -> tuple[np.ndarray, ...]:
+    """(counts [runs, width], seq, value, pos) views of a segment's bytes."""
+    a = 4 * width * runs
+    b, c = a + 4 * rows, a + 8 * rows
     return (
-        buf[:a].view(np.int32),
+        buf[:a].view(np.int32).reshape(runs, width),
         buf[a:b].view(np.int32),
         buf[b:c].view(np.float32),
         buf[c : c + 2 * rows].view(np.int16),
     )
+
+
+def run_sources(counts: np.ndarray) -> np.ndarray:
+    """Where the rows of (run, latent) start in runs laid end to end, each sorted by latent."""
+    ends = np.cumsum(counts.ravel()).reshape(counts.shape)
+    return ends - counts
 
 
 def gather_index(starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -64,7 +75,9 @@ def gather_index(starts: np.ndarray, lengths: np.ndarray, out: np.ndarray) -> np
 
 
 class SpillWriter:
-    """Merges a chunk's latent-sorted runs into a spill file; its buffers are reused."""
+    """Writes a chunk's latent-sorted runs into a spill file; its buffers are reused."""
+
+    MAX_SLICES = 8192  # (run, shard) copies a chunk may take; beyond, runs are merged first
 
     def __init__(self) -> None:
         self.staged = [AlignedBuffer() for _ in range(3)]  # seq, value, pos of every run
@@ -80,47 +93,68 @@ class SpillWriter:
     ) -> None:
         """``runs``: (counts [n_latents], seq, value, pos) of each run, rows sorted by latent
         (rows of a latent in (seq, pos) order; the runs in (seq, pos) order too)."""
-        n = sum(len(r[1]) for r in runs)
-        counts = (
-            np.stack([r[0] for r in runs]).astype(np.int64)
-            if runs
-            else np.zeros((1, n_latents), np.int64)
-        )
-        staged = []
-        for col, (buf, dtype) in enumerate(
-            zip(self.staged, (np.int32, np.float32, np.int16), strict=False)
-        ):
-            out = buf.typed(n, dtype)
-            if runs:
-                np.concatenate([r[col + 1] for r in runs], out=out)
-            staged.append(out)
-        # the runs' segments of latent l, in run order, for every l in turn
-        run_start = np.cumsum([0] + [len(r[1]) for r in runs[:-1]]) if runs else np.zeros(1)
-        src = (np.cumsum(counts, axis=1) - counts) + np.asarray(run_start)[:, None]
-        index = gather_index(src.T.ravel(), counts.T.ravel(), self.index.typed(n, np.int64))
-        total = counts.sum(axis=0)
+        runs = runs or [(np.zeros(n_latents, np.int64), *_empty_columns())]
+        counts = np.stack([r[0] for r in runs]).astype(np.int64)
+        n = int(counts.sum())
+        keep = len(runs) * len(shards) <= self.MAX_SLICES and counts.size * 4 <= n
         bounds = [s for s, _ in shards] + [shards[-1][1]]
+        if keep:  # rows of each run before each shard's start
+            cut = np.zeros((len(runs), len(bounds)), np.int64)
+            cut[:, 1:] = np.cumsum(counts, axis=1)[:, np.array(bounds[1:]) - 1]
+        else:
+            index = self._merge_index(runs, counts, n)
+            counts = counts.sum(axis=0)[None, :]
+        n_runs = len(counts)
+        total = counts.sum(axis=0)
         rows = [int(total[a:b].sum()) for a, b in shards]
         head = header_bytes(len(shards))
-        size = head + sum(segment_bytes(b - a, r) for (a, b), r in zip(shards, rows, strict=False))
+        sizes = [segment_bytes(b - a, r, n_runs) for (a, b), r in zip(shards, rows, strict=True)]
+        size = head + sum(sizes)
         buf = self.file.get(size)
         buf[:head] = 0
         header = buf[:head].view(np.int64)
         header[0] = np.frombuffer(MAGIC, np.int64)[0]
-        header[1:3] = len(shards), n_latents
-        header[3 : 4 + len(shards)] = bounds
-        header[4 + len(shards) : 4 + 2 * len(shards)] = rows
+        header[1:4] = len(shards), n_latents, n_runs
+        header[4 : 5 + len(shards)] = bounds
+        header[5 + len(shards) : 5 + 2 * len(shards)] = rows
         offset, first = head, 0
-        for (a, b), r in zip(shards, rows, strict=False):
-            seg = segment_bytes(b - a, r)
-            views = segment_views(buf[offset : offset + seg], b - a, r)
-            views[0][:] = total[a:b]
-            for view, col in zip(views[1:], staged, strict=False):
-                np.take(col, index[first : first + r], out=view, mode="clip")
-            used = 4 * (b - a) + ROW_BYTES * r
-            buf[offset + used : offset + seg] = 0
-            offset, first = offset + seg, first + r
+        for s, ((a, b), r) in enumerate(zip(shards, rows, strict=True)):
+            views = segment_views(buf[offset : offset + sizes[s]], b - a, r, n_runs)
+            views[0][:] = counts[:, a:b]
+            if keep:
+                at = 0
+                for k, run in enumerate(runs):
+                    lo, hi = int(cut[k, s]), int(cut[k, s + 1])
+                    for view, col in zip(views[1:], run[1:], strict=True):
+                        view[at : at + hi - lo] = col[lo:hi]
+                    at += hi - lo
+            else:
+                for view, col in zip(views[1:], self._columns, strict=True):
+                    np.take(col, index[first : first + r], out=view, mode="clip")
+                first += r
+            used = 4 * (b - a) * n_runs + ROW_BYTES * r
+            buf[offset + used : offset + sizes[s]] = 0
+            offset += sizes[s]
         write_file(path, buf, size)
+
+    def _merge_index(
+        self, runs: list[tuple[np.ndarray, ...]], counts: np.ndarray, n: int
+    ) -> np.ndarray:
+        """Stage the runs end to end; returns the gather that merges them by latent."""
+        self._columns = []
+        for col, (buf, dtype) in enumerate(zip(self.staged, _DTYPES, strict=True)):
+            out = buf.typed(n, dtype)
+            np.concatenate([r[col + 1] for r in runs], out=out)
+            self._columns.append(out)
+        src = run_sources(counts)
+        return gather_index(src.T.ravel(), counts.T.ravel(), self.index.typed(n, np.int64))
+
+
+_DTYPES = (np.int32, np.float32, np.int16)
+
+
+def _empty_columns() -> tuple[np.ndarray, ...]:
+    return tuple(np.empty(0, dt) for dt in _DTYPES)
 
 
 class SpillFile:
@@ -135,20 +169,20 @@ class SpillFile:
             first = head.get(ALIGN)
             got = self._reader.read_into(0, first)
             header = first[: got - got % 8].view(np.int64)
-            if got < 24:
+            if got < 32:
                 raise CorruptCacheError(path, "truncated header")
             if header[0] != np.frombuffer(MAGIC, np.int64)[0]:
                 raise CorruptCacheError(path, "not a spill file of this version")
-            shards, self.n_latents = int(header[1]), int(header[2])
+            shards, self.n_latents, self.n_runs = (int(v) for v in header[1:4])
             size = header_bytes(shards)
             if size > ALIGN:
                 full = head.get(size)
                 got = self._reader.read_into(0, full)
                 header = full[: got - got % 8].view(np.int64)
-            if len(header) < 4 + 2 * shards:
+            if len(header) < 5 + 2 * shards:
                 raise CorruptCacheError(path, "truncated header")
-            self.bounds = header[3 : 4 + shards].tolist()
-            self.rows: list[int] = header[4 + shards : 4 + 2 * shards].tolist()
+            self.bounds = header[4 : 5 + shards].tolist()
+            self.rows: list[int] = header[5 + shards : 5 + 2 * shards].tolist()
         except OSError as exc:
             self.close()
             raise CorruptCacheError(path, str(exc).splitlines()[0][:160]) from None
@@ -157,7 +191,7 @@ class SpillFile:
             raise
         self.offsets = [size]
         for i, r in enumerate(self.rows):
-            self.offsets.append(self.offsets[-1] + segment_bytes(self.width(i), r))
+            self.offsets.append(self.offsets[-1] + segment_bytes(self.width(i), r, self.n_runs))
         if n_shards is not None and shards != n_shards:
             self.close()
             raise CorruptCacheError(path, f"{shards} shards where {n_shards} were expected")
@@ -170,13 +204,13 @@ class SpillFile:
         return self.bounds[index + 1] - self.bounds[index]
 
     def read_segment(self, index: int, out: AlignedBuffer) -> tuple[np.ndarray, ...]:
-        """Shard ``index``'s (counts, seq, value, pos), read into ``out`` (views of it)."""
+        """Shard ``index``'s (counts [n_runs, width], seq, value, pos), read into ``out``."""
         assert self._reader is not None
         start, end = self.offsets[index], self.offsets[index + 1]
         buf = out.get(end - start)
         if self._reader.read_into(start, buf) != end - start:
             raise CorruptCacheError(self.path, f"segment {index} is truncated")
-        views = segment_views(buf, self.width(index), self.rows[index])
+        views = segment_views(buf, self.width(index), self.rows[index], self.n_runs)
         if int(views[0].sum(dtype=np.int64)) != self.rows[index] or (views[0] < 0).any():
             raise CorruptCacheError(self.path, f"segment {index} has wrong counts")
         return views
