@@ -94,19 +94,19 @@ class SpillWriter:
         """``runs``: (counts [n_latents], seq, value, pos) of each run, rows sorted by latent
         (rows of a latent in (seq, pos) order; the runs in (seq, pos) order too)."""
         runs = runs or [(np.zeros(n_latents, np.int64), *_empty_columns())]
-        counts = np.stack([r[0] for r in runs]).astype(np.int64)
-        n = int(counts.sum())
-        keep = len(runs) * len(shards) <= self.MAX_SLICES and counts.size * 4 <= n
+        n = sum(len(r[1]) for r in runs)
+        dtype = np.int32 if n < 1 << 31 else np.int64
+        counts = np.stack([r[0] for r in runs]).astype(dtype)  # [run, latent]
+        ends = np.cumsum(counts, axis=1, dtype=dtype)  # rows of each run up to each latent
         bounds = [s for s, _ in shards] + [shards[-1][1]]
-        if keep:  # rows of each run before each shard's start
-            cut = np.zeros((len(runs), len(bounds)), np.int64)
-            cut[:, 1:] = np.cumsum(counts, axis=1)[:, np.array(bounds[1:]) - 1]
-        else:
-            index = self._merge_index(runs, counts, n)
-            counts = counts.sum(axis=0)[None, :]
-        n_runs = len(counts)
-        total = counts.sum(axis=0)
-        rows = [int(total[a:b].sum()) for a, b in shards]
+        cut = np.zeros((len(runs), len(bounds)), np.int64)  # rows of each run before a shard
+        cut[:, 1:] = ends[:, np.array(bounds[1:]) - 1]
+        rows = (cut[:, 1:] - cut[:, :-1]).sum(axis=0).tolist()
+        keep = len(runs) * len(shards) <= self.MAX_SLICES and counts.size * 4 <= n
+        if not keep:  # merged into one run, shard by shard, from the runs laid end to end
+            columns = self._stage(runs, n)
+            run_start = np.cumsum([0] + [len(r[1]) for r in runs[:-1]])
+        n_runs = len(runs) if keep else 1
         head = header_bytes(len(shards))
         sizes = [segment_bytes(b - a, r, n_runs) for (a, b), r in zip(shards, rows, strict=True)]
         size = head + sum(sizes)
@@ -117,11 +117,11 @@ class SpillWriter:
         header[1:4] = len(shards), n_latents, n_runs
         header[4 : 5 + len(shards)] = bounds
         header[5 + len(shards) : 5 + 2 * len(shards)] = rows
-        offset, first = head, 0
+        offset = head
         for s, ((a, b), r) in enumerate(zip(shards, rows, strict=True)):
             views = segment_views(buf[offset : offset + sizes[s]], b - a, r, n_runs)
-            views[0][:] = counts[:, a:b]
             if keep:
+                views[0][:] = counts[:, a:b]
                 at = 0
                 for k, run in enumerate(runs):
                     lo, hi = int(cut[k, s]), int(cut[k, s + 1])
@@ -129,25 +129,26 @@ class SpillWriter:
                         view[at : at + hi - lo] = col[lo:hi]
                     at += hi - lo
             else:
-                for view, col in zip(views[1:], self._columns, strict=True):
-                    np.take(col, index[first : first + r], out=view, mode="clip")
-                first += r
+                part = counts[:, a:b]
+                views[0][0] = part.sum(axis=0)
+                src = (ends[:, a:b] - part) + run_start[:, None]
+                out = self.index.typed(r, np.int64)
+                index = gather_index(src.T.ravel(), part.T.ravel(), out)
+                for view, col in zip(views[1:], columns, strict=True):
+                    np.take(col, index, out=view, mode="clip")
             used = 4 * (b - a) * n_runs + ROW_BYTES * r
             buf[offset + used : offset + sizes[s]] = 0
             offset += sizes[s]
         write_file(path, buf, size)
 
-    def _merge_index(
-        self, runs: list[tuple[np.ndarray, ...]], counts: np.ndarray, n: int
-    ) -> np.ndarray:
-        """Stage the runs end to end; returns the gather that merges them by latent."""
-        self._columns = []
+    def _stage(self, runs: list[tuple[np.ndarray, ...]], n: int) -> list[np.ndarray]:
+        """The runs' columns laid end to end in the staging buffers."""
+        columns = []
         for col, (buf, dtype) in enumerate(zip(self.staged, _DTYPES, strict=True)):
             out = buf.typed(n, dtype)
             np.concatenate([r[col + 1] for r in runs], out=out)
-            self._columns.append(out)
-        src = run_sources(counts)
-        return gather_index(src.T.ravel(), counts.T.ravel(), self.index.typed(n, np.int64))
+            columns.append(out)
+        return columns
 
 
 _DTYPES = (np.int32, np.float32, np.int16)
