@@ -175,15 +175,17 @@ def test_synthetic_source_rejects_a_wrong_l0(tmp_path: Path) -> None:
         synthetic_prepared(cfg, l0=200, n_latents=100)
 
 
-def test_spill_files_of_the_older_version_are_redone(tmp_path: Path) -> None:
-    """A _work folder left by the Parquet-spill version resumes by caching its windows again."""
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_spill_files_of_the_older_version_are_redone(tmp_path: Path, suffix: str) -> None:
+    """A _work folder left by an older spill format (Parquet, Arrow IPC) resumes by caching
+    its windows again."""
     cfg = synthetic_config(tmp_path / "ref")
     cache_prepared(cfg, synthetic_prepared(cfg, l0=5, n_latents=100), False)
     old = synthetic_config(tmp_path / "old")
     prep = synthetic_prepared(old, l0=5, n_latents=100)
     for job in prep.jobs:  # what a killed run of that version leaves
         (job.layout.work / "chunks").mkdir(parents=True)
-        (job.layout.work / "chunks" / "chunk-000000.parquet").write_bytes(b"PAR1")
+        (job.layout.work / "chunks" / f"chunk-000000{suffix}").write_bytes(b"PAR1")
         job.layout.done.write_text('{"n_chunks": 1, "n_seqs": 96}')
     cache_prepared(old, prep, False)
     for path in (tmp_path / "ref" / "cache").rglob("*.parquet"):
