@@ -133,7 +133,7 @@ class ShardBuffers:
     def __init__(self) -> None:
         self.segment = AlignedBuffer()
         self.staged = [AlignedBuffer() for _ in range(3)]  # seq, value, pos of every chunk
-        self.merged = [AlignedBuffer() for _ in range(4)]  # latent, seq, value, pos
+        self.merged = [AlignedBuffer() for _ in range(3)]  # seq, value, pos
         self.index = AlignedBuffer()
         self.parquet = AlignedBuffer()
 
@@ -151,17 +151,19 @@ class ShardBuffers:
         for f in files:
             cnt, *cols = f.read_segment(i, self.segment)
             counts.append(cnt.astype(np.int64))
+            if len(files) == 1:  # gather from the segment itself
+                staged = cols
+                break
             for out, col in zip(staged, cols, strict=True):
                 out[offset : offset + len(col)] = col
             offset += len(cols[0])
         runs = np.concatenate(counts) if counts else np.zeros((1, end - start), np.int64)
         per_latent = runs.sum(axis=0)
-        latent = self.merged[0].typed(n, np.int32)
-        latent[:] = np.repeat(np.arange(start, end, dtype=np.int32), per_latent)
+        latent = np.repeat(np.arange(start, end, dtype=np.int32), per_latent)
         if len(runs) > 1:
             src = run_sources(runs)
             index = gather_index(src.T.ravel(), runs.T.ravel(), self.index.typed(n, np.int64))
-            merged = [buf.typed(n, dt) for buf, dt in zip(self.merged[1:], _DTYPES, strict=True)]
+            merged = [buf.typed(n, dt) for buf, dt in zip(self.merged, _DTYPES, strict=True)]
             for out, col in zip(merged, staged, strict=True):
                 np.take(col, index, out=out, mode="clip")
             staged = merged
