@@ -218,3 +218,26 @@ def test_part_files_encoding_and_parts_of_the_former_encoding(tmp_path: Path) ->
     assert pq.read_schema(part).field("latent").nullable
     assert cache.read_latents().equals(want)
     assert cache.read_latents(20, 60).equals(want.filter(pl.col("latent").is_between(20, 59)))
+
+
+@pytest.mark.parametrize("max_bins", [1 << 22, 0])  # radix select, then sorting every segment
+def test_order_statistics_equal_a_sort(max_bins: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autointerp.cache.stats as stats
+
+    monkeypatch.setattr(stats, "MAX_BINS", max_bins)
+    rng = np.random.default_rng(4)
+    counts = np.array([1, 5, 3000, 2, 700, 40_000])
+    values = np.concatenate(
+        [
+            rng.exponential(1.0, 3006).astype(np.float32),
+            np.full(702, np.float32(2.5)),  # ties: one bin holds the whole segment
+            (rng.random(40_000) * 1e6).astype(np.float32) ** 2,  # spread over many top bits
+        ]
+    )
+    key = values.view(np.uint32)
+    ranks = np.stack([rng.integers(0, c, 7) for c in counts])
+    ranks[:, 0], ranks[:, 1] = 0, counts - 1
+    got = stats.order_statistics(key, counts, ranks)
+    first = np.cumsum(counts) - counts
+    for i, (a, c) in enumerate(zip(first, counts, strict=True)):
+        assert np.array_equal(got[i], np.sort(key[a : a + c])[ranks[i]])
