@@ -108,13 +108,15 @@ def plan_memory(
 
 
 def merge_workers(budget_bytes: int | None, largest_shard_rows: int) -> int:
-    """Shards merged at once: 2 where there are 2 cores and the budget holds two of the
-    largest beside what the process holds now, else 1."""
+    """Shards merged at once: one more than the cores (each waits for its direct reads and
+    writes part of the time, cache/directio.py), as many as the budget holds beside what the
+    process holds now; 1 on one core or without a budget."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if budget_bytes is None or (cores or 1) < 2:
         return 1
     available = budget_bytes - rss_bytes()
-    return 2 if available >= 2 * largest_shard_rows * MERGE_BYTES_PER_NONZERO else 1
+    fits = available // max(1, largest_shard_rows * MERGE_BYTES_PER_NONZERO)
+    return int(max(1, min((cores or 1) + 1, fits)))
 
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")

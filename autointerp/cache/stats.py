@@ -49,15 +49,15 @@ def order_statistics(key: np.ndarray, counts: np.ndarray, ranks: np.ndarray) -> 
 
     A radix select: one histogram of every segment's keys by their top 16 bits finds the bin
     of each wanted rank; only the rows in those bins (a few per cent) are then sorted. Where
-    the histogram would be too large (keys spread over many top-bit values and many
-    segments), every segment is sorted instead. Either way the result is exact.
+    the histogram would not be much smaller than the rows (keys spread over many top-bit
+    values, many segments), every segment is sorted instead. Either way the result is exact.
     """
     n_seg = len(counts)
     first = np.cumsum(counts) - counts
     top = key >> np.uint32(16)
     low, high = (int(top.min()), int(top.max())) if len(key) else (0, 0)
     span = high - low + 1
-    if n_seg * span > MAX_BINS:
+    if n_seg * span > min(MAX_BINS, len(key) // 4):  # a histogram dearer than sorting
         ordered = key.copy()
         for a, m in zip(first.tolist(), counts.tolist(), strict=True):
             if m > 1:
