@@ -59,10 +59,10 @@ def merge_shards(
     """Write every missing ``activations/part-*.parquet`` (and its stats) from the chunks;
     with ``only``, just those of the shards at these indices (a Ray task's share).
 
-    Memory holds one shard per worker: its batch of every chunk, merged (shards are sized for
-    that in cache/budget.py), plus the footers of the chunk files. Two shards are merged at
-    once (threads: the copies, sorts, compression and I/O release the GIL) where there are
-    two cores and ``budget_bytes`` holds two of the largest beside what the process holds.
+    Memory holds one shard per worker: its segment of every chunk, merged (shards are sized
+    for that in cache/budget.py), plus the headers of the chunk files. Workers are threads
+    (the copies, sorts, compression and I/O release the GIL), one more than the cores where
+    ``budget_bytes`` holds that many of the largest shard beside what the process holds.
     """
     kill_after = int(os.environ.get(KILL_AFTER_SHARDS_ENV, "0") or 0)
     todo = [
