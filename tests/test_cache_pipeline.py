@@ -14,7 +14,6 @@ import torch
 from autointerp.cache import ActivationCache
 from autointerp.cache.encode import Nonzeros, gather_packed, sort_batch
 from autointerp.cache.run import cache_prepared
-from autointerp.cache.sortmerge import merge_runs
 from autointerp.cache.stats import QUANTILES, shard_stats
 from autointerp.cache.synthetic import N_BANK, SyntheticEncoder, synthetic_prepared
 from autointerp.coders.base import SparseBatch
@@ -67,29 +66,6 @@ def test_packed_gather_equals_the_cpu_path() -> None:
         np.int16,
         np.float32,
     ]
-
-
-def test_merge_runs_equals_a_full_sort() -> None:
-    rng = np.random.default_rng(2)
-    runs, offset = [], 0
-    for size in (0, 900, 1, 2500, 40):
-        nz = random_nonzeros(rng, size, 30, 20)
-        nz.seq += offset
-        offset += 20
-        runs.append(sort_batch(nz, 30))
-    got = as_frame(merge_runs(runs, 0, 30))
-    want = pl.concat([as_frame(r) for r in runs]).sort("latent", "seq", "pos", maintain_order=True)
-    assert got.equals(want)
-    sub = [
-        Nonzeros(
-            *(c[(r.latent >= 10) & (r.latent < 20)] for c in (r.latent, r.seq, r.pos, r.value))
-        )
-        for r in runs
-    ]
-    assert as_frame(merge_runs(sub, 10, 20)).equals(
-        want.filter(pl.col("latent").is_between(10, 19))
-    )
-    assert len(merge_runs([], 0, 30)) == 0
 
 
 @pytest.mark.parametrize("shift", [0.0, 1.0])  # positive values only, then some negative
