@@ -14,7 +14,6 @@ import torch
 from autointerp.cache import ActivationCache
 from autointerp.cache.encode import Nonzeros, gather_packed, sort_batch
 from autointerp.cache.run import cache_prepared
-from autointerp.cache.sortmerge import merge_runs
 from autointerp.cache.stats import QUANTILES, shard_stats
 from autointerp.cache.synthetic import N_BANK, SyntheticEncoder, synthetic_prepared
 from autointerp.coders.base import SparseBatch
@@ -67,29 +66,6 @@ def test_packed_gather_equals_the_cpu_path() -> None:
         np.int16,
         np.float32,
     ]
-
-
-def test_merge_runs_equals_a_full_sort() -> None:
-    rng = np.random.default_rng(2)
-    runs, offset = [], 0
-    for size in (0, 900, 1, 2500, 40):
-        nz = random_nonzeros(rng, size, 30, 20)
-        nz.seq += offset
-        offset += 20
-        runs.append(sort_batch(nz, 30))
-    got = as_frame(merge_runs(runs, 0, 30))
-    want = pl.concat([as_frame(r) for r in runs]).sort("latent", "seq", "pos", maintain_order=True)
-    assert got.equals(want)
-    sub = [
-        Nonzeros(
-            *(c[(r.latent >= 10) & (r.latent < 20)] for c in (r.latent, r.seq, r.pos, r.value))
-        )
-        for r in runs
-    ]
-    assert as_frame(merge_runs(sub, 10, 20)).equals(
-        want.filter(pl.col("latent").is_between(10, 19))
-    )
-    assert len(merge_runs([], 0, 30)) == 0
 
 
 @pytest.mark.parametrize("shift", [0.0, 1.0])  # positive values only, then some negative
@@ -175,15 +151,17 @@ def test_synthetic_source_rejects_a_wrong_l0(tmp_path: Path) -> None:
         synthetic_prepared(cfg, l0=200, n_latents=100)
 
 
-def test_spill_files_of_the_older_version_are_redone(tmp_path: Path) -> None:
-    """A _work folder left by the Parquet-spill version resumes by caching its windows again."""
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_spill_files_of_the_older_version_are_redone(tmp_path: Path, suffix: str) -> None:
+    """A _work folder left by an older spill format (Parquet, Arrow IPC) resumes by caching
+    its windows again."""
     cfg = synthetic_config(tmp_path / "ref")
     cache_prepared(cfg, synthetic_prepared(cfg, l0=5, n_latents=100), False)
     old = synthetic_config(tmp_path / "old")
     prep = synthetic_prepared(old, l0=5, n_latents=100)
     for job in prep.jobs:  # what a killed run of that version leaves
         (job.layout.work / "chunks").mkdir(parents=True)
-        (job.layout.work / "chunks" / "chunk-000000.parquet").write_bytes(b"PAR1")
+        (job.layout.work / "chunks" / f"chunk-000000{suffix}").write_bytes(b"PAR1")
         job.layout.done.write_text('{"n_chunks": 1, "n_seqs": 96}')
     cache_prepared(old, prep, False)
     for path in (tmp_path / "ref" / "cache").rglob("*.parquet"):
@@ -216,3 +194,26 @@ def test_part_files_encoding_and_parts_of_the_former_encoding(tmp_path: Path) ->
     assert pq.read_schema(part).field("latent").nullable
     assert cache.read_latents().equals(want)
     assert cache.read_latents(20, 60).equals(want.filter(pl.col("latent").is_between(20, 59)))
+
+
+@pytest.mark.parametrize("max_bins", [1 << 22, 0])  # radix select, then sorting every segment
+def test_order_statistics_equal_a_sort(max_bins: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import autointerp.cache.stats as stats
+
+    monkeypatch.setattr(stats, "MAX_BINS", max_bins)
+    rng = np.random.default_rng(4)
+    counts = np.array([1, 5, 3000, 2, 700, 40_000])
+    values = np.concatenate(
+        [
+            rng.exponential(1.0, 3006).astype(np.float32),
+            np.full(702, np.float32(2.5)),  # ties: one bin holds the whole segment
+            (rng.random(40_000) * 1e6).astype(np.float32) ** 2,  # spread over many top bits
+        ]
+    )
+    key = values.view(np.uint32)
+    ranks = np.stack([rng.integers(0, c, 7) for c in counts])
+    ranks[:, 0], ranks[:, 1] = 0, counts - 1
+    got = stats.order_statistics(key, counts, ranks)
+    first = np.cumsum(counts) - counts
+    for i, (a, c) in enumerate(zip(first, counts, strict=True)):
+        assert np.array_equal(got[i], np.sort(key[a : a + c])[ranks[i]])

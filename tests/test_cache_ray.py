@@ -87,7 +87,7 @@ def test_a_killed_ray_worker_then_a_rerun_encodes_only_the_missing_chunks(
     finally:
         del os.environ[KILL_AFTER_CHUNKS_ENV]
     work = s.root / "run" / "cache" / "model.layers.1" / "_work"
-    on_disk = len(list((work / "chunks").glob("chunk-*.arrow")))
+    on_disk = len(list((work / "chunks").glob("chunk-*.spill")))
     assert 2 <= on_disk < 16
     timings: dict[str, float] = {}
     config = s.config(**_ray(**{"execution.workers": 1}))  # another number of workers

@@ -90,12 +90,12 @@ def test_truncated_chunk_is_named_on_resume(tmp_path: Path, tiny_model_dir: Path
     config = s.yaml()
     assert run_cli(config, {KILL_AFTER_CHUNKS_ENV: "2"}).returncode == -signal.SIGKILL
     work = s.root / "run" / "cache" / "model.layers.1" / "_work"
-    chunk = work / "chunks" / "chunk-000001.arrow"
+    chunk = work / "chunks" / "chunk-000001.spill"
     chunk.write_bytes(chunk.read_bytes()[:100])
     failed = run_cli(config)
     assert failed.returncode == 2
     line = failed.stderr.strip().splitlines()[-1]
-    assert "chunk-000001.arrow" in line and "corrupt" in line and "delete it" in line
+    assert "chunk-000001.spill" in line and "corrupt" in line and "delete it" in line
     chunk.unlink()
     assert run_cli(config).returncode == 0
 

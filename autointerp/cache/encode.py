@@ -23,6 +23,7 @@ class Nonzeros:
     seq: np.ndarray  # int32
     pos: np.ndarray  # int16
     value: np.ndarray  # float32
+    counts: np.ndarray | None = None  # rows of each latent, when known (sorted batches)
 
     def __len__(self) -> int:
         return len(self.latent)
@@ -32,13 +33,13 @@ def sort_batch(nz: Nonzeros, n_latents: int) -> Nonzeros:
     """``nz`` stably sorted by latent (rows of equal latent keep their order)."""
     key = nz.latent.astype(np.uint16) if n_latents <= 1 << 16 else nz.latent
     order = np.argsort(key, kind="stable")  # uint16: a radix sort
+    counts = np.bincount(nz.latent, minlength=n_latents)
     if n_latents <= 4 * len(nz):  # the sorted latents from their counts: cheaper than a gather
-        counts = np.bincount(nz.latent, minlength=n_latents)
         latent = np.repeat(np.arange(n_latents, dtype=np.int32), counts)
     else:
         latent = np.take(nz.latent, order)
     return Nonzeros(
-        latent, np.take(nz.seq, order), np.take(nz.pos, order), np.take(nz.value, order)
+        latent, np.take(nz.seq, order), np.take(nz.pos, order), np.take(nz.value, order), counts
     )
 
 

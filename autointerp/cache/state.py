@@ -88,8 +88,9 @@ def begin(layout: CacheLayout, fingerprint: str, state: State) -> None:
     layout.work.mkdir(parents=True, exist_ok=True)
     remove_temp_files(layout.root)
     _fingerprint_file(layout).write_text(fingerprint + "\n")
-    legacy = sorted((layout.work / "chunks").glob("chunk-*.parquet"))
-    if legacy:  # spill files of the version before Arrow IPC ones: run the forward pass again
+    chunks = layout.work / "chunks"
+    legacy = sorted([*chunks.glob("chunk-*.parquet"), *chunks.glob("chunk-*.arrow")])
+    if legacy:  # spill files of earlier versions (Parquet, Arrow IPC): run the forward again
         log.warning(
             "%s: %d spill files of an older version; caching their windows again",
             layout.root,

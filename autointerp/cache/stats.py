@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from autointerp.cache.encode import Nonzeros
+from autointerp.cache.layout import arrow_array
 from autointerp.cache.sortmerge import latent_counts
 
 QUANTILES = (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)
@@ -39,6 +40,46 @@ def _unsortable(key: np.ndarray) -> np.ndarray:
     return (key ^ flip).view(np.float32)
 
 
+MAX_BINS = 1 << 22  # histogram bins (latents x key ranges) before falling back to sorting
+
+
+def order_statistics(key: np.ndarray, counts: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """``key`` (uint32) holds segments of ``counts`` rows, one after the other; returns, for
+    every segment ``i`` and column ``j``, the ``ranks[i, j]``-th smallest key of segment ``i``.
+
+    A radix select: one histogram of every segment's keys by their top 16 bits finds the bin
+    of each wanted rank; only the rows in those bins (a few per cent) are then sorted. Where
+    the histogram would not be much smaller than the rows (keys spread over many top-bit
+    values, many segments), every segment is sorted instead. Either way the result is exact.
+    """
+    n_seg = len(counts)
+    first = np.cumsum(counts) - counts
+    top = key >> np.uint32(16)
+    low, high = (int(top.min()), int(top.max())) if len(key) else (0, 0)
+    span = high - low + 1
+    if n_seg * span > min(MAX_BINS, len(key) // 4):  # a histogram dearer than sorting
+        ordered = key.copy()
+        for a, m in zip(first.tolist(), counts.tolist(), strict=True):
+            if m > 1:
+                ordered[a : a + m].sort()  # in cache, one segment at a time
+        return ordered[first[:, None] + ranks]
+    segment = np.repeat(np.arange(n_seg, dtype=np.int64) * span - low, counts)
+    segment += top  # the row's bin: (segment, top bits)
+    del top
+    hist = np.bincount(segment, minlength=n_seg * span)
+    ends = np.cumsum(hist)
+    wanted = first[:, None] + ranks  # ranks over all rows, segment after segment
+    bins = np.searchsorted(ends, wanted, side="right")
+    within = wanted - (ends[bins] - hist[bins])  # rank inside the bin
+    chosen = np.zeros(n_seg * span, np.bool_)
+    chosen[bins] = True
+    rows = chosen[segment]
+    picked = (segment[rows].astype(np.uint64) << np.uint64(32)) | key[rows]
+    picked.sort()
+    at = np.searchsorted(picked >> np.uint64(32), bins.astype(np.uint64)) + within
+    return (picked[at] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
 def shard_stats(nz: Nonzeros, start: int, end: int, n_tokens_counted: int) -> pa.Table:
     """One row per latent in ``[start, end)``; dead latents get zeros and null values.
 
@@ -64,28 +105,27 @@ def shard_stats(nz: Nonzeros, start: int, end: int, n_tokens_counted: int) -> pa
         columns["mean"] = np.add.reduceat(nz.value, starts, dtype=np.float64) / n
         signed = bool(np.signbit(nz.value).any())
         # non-negative floats order as their bits do: the keys are then a plain copy
-        key = _sortable(nz.value) if signed else nz.value.view(np.uint32).copy()
-        for a, m in zip(starts.tolist(), n.tolist(), strict=True):
-            if m > 1:
-                key[a : a + m].sort()  # in cache, one latent at a time: cheaper than one big sort
-        for q in QUANTILES:
-            at = (n - 1) * q
-            lo = np.floor(at).astype(np.int64)
-            hi = np.ceil(at).astype(np.int64)
-            pair = key[np.concatenate([starts + lo, starts + hi])]
-            a, b = np.split((_unsortable(pair) if signed else pair.view(np.float32)), 2)
-            a, b = a.astype(np.float64), b.astype(np.float64)
-            columns[f"q{round(q * 100):02d}"] = a + (b - a) * (at - lo)
+        key = _sortable(nz.value) if signed else nz.value.view(np.uint32)
+        at = (n - 1)[:, None] * np.array(QUANTILES)[None, :]  # [live latent, quantile]
+        lo = np.floor(at).astype(np.int64)
+        ranks = np.concatenate([lo, np.ceil(at).astype(np.int64)], axis=1)
+        found = order_statistics(key, n, ranks)
+        pairs = _unsortable(found) if signed else found.view(np.float32)
+        a, b = np.split(pairs.astype(np.float64), 2, axis=1)
+        for j, q in enumerate(QUANTILES):
+            columns[f"q{round(q * 100):02d}"] = a[:, j] + (b[:, j] - a[:, j]) * (
+                at[:, j] - lo[:, j]
+            )
         del key
     arrays = [
-        pa.array(np.arange(start, end, dtype=np.int32)),
-        pa.array(counts.astype(np.int64)),
-        pa.array(counts / max(n_tokens_counted, 1)),
-        pa.array(n_windows),
+        arrow_array(np.arange(start, end, dtype=np.int32)),
+        arrow_array(counts.astype(np.int64)),
+        arrow_array(counts / max(n_tokens_counted, 1)),
+        arrow_array(n_windows),
     ]
     for name in ["max", "mean", *(f"q{round(q * 100):02d}" for q in QUANTILES)]:
         full = np.zeros(width, np.float32)
         if name in columns:
             full[live] = columns[name]
-        arrays.append(pa.array(full, mask=~live))
+        arrays.append(arrow_array(full, valid=live))
     return pa.Table.from_arrays(arrays, schema=STATS_SCHEMA)

@@ -3,9 +3,11 @@
 ``synthetic_prepared`` stands in for ``prepare`` (no model, no tokenizer, no dataset): its
 windows are random token ids and its encoder returns, for every token, ``l0`` distinct random
 latents out of ``n_latents`` with positive values, in the same form the model's encoder does.
-The nonzeros come from a small bank of precomputed batches (copied, never recomputed), so the
-source runs at memory speed and ``cache_activations`` measures the host pipeline alone: the
-host ceiling of caching (scripts/bench_cache.py --synthetic).
+The nonzeros come from a small bank of precomputed batches, already sorted by latent as the
+encoder leaves them on a GPU (cache/encode.py ``gather_packed``), copied, never recomputed: the
+source runs at memory speed and ``cache_activations`` measures the host pipeline alone, the
+host ceiling of caching (scripts/bench_cache.py --synthetic). With ``host_sort`` every batch
+is sorted on the CPU instead, as ``SparseEncoder`` does without a GPU.
 """
 
 from __future__ import annotations
@@ -68,14 +70,17 @@ class SyntheticEncoder:
         l0: int,
         n_latents: int,
         seed: int = 0,
+        host_sort: bool = False,
     ) -> None:
         rng = np.random.default_rng(seed)
         off = 1 if skip_first else 0
         self.width, self.l0, self.n_latents = ctx_len - off, l0, n_latents
         self.specs = specs
+        self.host_sort, self.batch_size = host_sort, batch_size
         self.bank = [
             bank_batch(rng, batch_size, ctx_len - off, off, l0, n_latents) for _ in range(N_BANK)
         ]
+        self.sorted_bank = [sort_batch(b, n_latents) for b in self.bank]
         self._next = itertools.cycle(range(N_BANK))
 
     def __enter__(self) -> SyntheticEncoder:
@@ -85,11 +90,26 @@ class SyntheticEncoder:
         return None
 
     def encode(self, windows: np.ndarray) -> dict[str, Nonzeros]:
-        """Sorted by latent on the CPU, as ``SparseEncoder`` does without a GPU."""
-        src = self.bank[next(self._next)]
-        n = len(windows) * self.width * self.l0  # a short last batch takes a prefix
-        prefix = Nonzeros(src.latent[:n], src.seq[:n], src.pos[:n], src.value[:n])
-        return {spec: sort_batch(prefix, self.n_latents) for spec in self.specs}
+        """Copies of a banked batch sorted by latent (a short last batch: its first windows)."""
+        i = next(self._next)
+        if self.host_sort:
+            src = self.bank[i]
+            n = len(windows) * self.width * self.l0  # rows in (seq, pos) order: a prefix
+            prefix = Nonzeros(src.latent[:n], src.seq[:n], src.pos[:n], src.value[:n])
+            return {spec: sort_batch(prefix, self.n_latents) for spec in self.specs}
+        return {
+            spec: _copy(self.sorted_bank[i], len(windows), self.batch_size) for spec in self.specs
+        }
+
+
+def _copy(nz: Nonzeros, n_windows: int, batch_size: int) -> Nonzeros:
+    if n_windows == batch_size:
+        cols = (nz.latent, nz.seq, nz.pos, nz.value, nz.counts)
+        return Nonzeros(*(c.copy() for c in cols))  # type: ignore[union-attr]
+    keep = nz.seq < n_windows
+    latent = nz.latent[keep]
+    counts = np.bincount(latent, minlength=len(nz.counts) if nz.counts is not None else 0)
+    return Nonzeros(latent, nz.seq[keep], nz.pos[keep], nz.value[keep], counts)
 
 
 def random_windows(n_windows: int, ctx_len: int, vocab: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -99,11 +119,14 @@ def random_windows(n_windows: int, ctx_len: int, vocab: int, seed: int = 0) -> I
         yield bank[i % len(bank)]
 
 
-def synthetic_prepared(config: RunConfig, l0: int, n_latents: int, seed: int = 0) -> Prepared:
+def synthetic_prepared(
+    config: RunConfig, l0: int, n_latents: int, seed: int = 0, host_sort: bool = False
+) -> Prepared:
     """A ``Prepared`` for ``config`` whose activations are random sparse codes.
 
     Every hookpoint of ``config.cache.hookpoints`` gets its own (identical) codes; position 0
-    is skipped as with a BOS token when ``cache.exclude_bos`` is set.
+    is skipped as with a BOS token when ``cache.exclude_bos`` is set. ``host_sort``: sort
+    every batch on the CPU (as without a GPU) rather than copy sorted ones.
     """
     cc = config.cache
     if not 0 < l0 <= n_latents:
@@ -118,7 +141,14 @@ def synthetic_prepared(config: RunConfig, l0: int, n_latents: int, seed: int = 0
     n_windows = n_windows_for(cc.n_tokens, cc.ctx_len)
     skip_first = cc.exclude_bos
     encoder = SyntheticEncoder(
-        [j.hookpoint.spec for j in jobs], cc.batch_size, cc.ctx_len, skip_first, l0, n_latents, seed
+        [j.hookpoint.spec for j in jobs],
+        cc.batch_size,
+        cc.ctx_len,
+        skip_first,
+        l0,
+        n_latents,
+        seed,
+        host_sort,
     )
     return Prepared(
         model=None,  # type: ignore[arg-type]

@@ -1,17 +1,15 @@
-"""Resumable spill files: one Arrow IPC file per chunk of windows, written by a background thread.
+"""Resumable spill files: one file per chunk of windows, written by a background thread.
 
-A chunk file holds the chunk's nonzeros sorted by (latent, seq_id, pos), with exactly one
-record batch per latent shard range, so the merge reads only its own batch of every chunk
-(the rows of every batch are listed in the schema's metadata). Arrow IPC stores the columns
-as they are in memory: writing is a copy, reading is a copy, no encoding either way. Files are
-written to a temp name and renamed: a file that exists is complete.
+A chunk file holds the chunk's nonzeros merged by latent, one aligned segment per latent
+shard (cache/spill.py), so the merge reads only its own segment of every chunk. The file is
+written once, with direct I/O from a reused buffer, to a temp name and renamed: a file that
+exists is complete.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import queue
@@ -24,31 +22,20 @@ import numpy as np
 import pyarrow as pa
 
 from autointerp.cache.encode import Nonzeros
-from autointerp.cache.errors import CorruptCacheError
-from autointerp.cache.layout import (
-    NONZERO_SCHEMA,
-    SPILL_SUFFIX,
-    CacheLayout,
-    tmp_path,
-    write_parquet_atomic,
-)
-from autointerp.cache.sortmerge import merge_runs
+from autointerp.cache.layout import SPILL_SUFFIX, CacheLayout, arrow_array, write_parquet_atomic
+from autointerp.cache.spill import SpillFile, SpillWriter
 
 log = logging.getLogger(__name__)
 
 KILL_AFTER_CHUNKS_ENV = "AUTOINTERP_KILL_AFTER_CHUNKS"
-# Spill files are read back once, soon. Measured on the 2-core machine (scripts/bench_cache.py
-# --synthetic, CPU time per nonzero of the whole stage): lz4 185 ns, none 194 ns (writing twice
-# the bytes costs the kernel more than lz4 costs), zstd 210 ns; lz4 files take ~8 B a nonzero.
-SPILL_COMPRESSION: str | None = "lz4"
 _TOKEN_COMPRESSION = "lz4"
-_ROWS_KEY = b"autointerp.rows"
+_local = threading.local()  # the writing thread's SpillWriter: its buffers go when it ends
 
 
 @dataclass
 class Chunk:
     """The windows of one chunk and, per hookpoint, its batches' nonzeros (each sorted by
-    latent, ``seq`` counted from the chunk's first window: runs for ``merge_runs``)."""
+    latent, ``seq`` counted from the chunk's first window: runs merged into the spill file)."""
 
     index: int
     seq_offset: int
@@ -75,63 +62,10 @@ class HookpointTarget:
 def tokens_table(windows: list[np.ndarray], seq_offset: int) -> pa.Table:
     arr = np.concatenate(windows).astype(np.int32, copy=False)
     n, ctx = arr.shape
-    values = pa.array(arr.reshape(-1), pa.int32())
+    values = arrow_array(arr.reshape(-1))
     tokens = pa.FixedSizeListArray.from_arrays(values, ctx).cast(pa.list_(pa.int32()))
-    seq = pa.array(np.arange(seq_offset, seq_offset + n, dtype=np.int32), pa.int32())
+    seq = arrow_array(np.arange(seq_offset, seq_offset + n, dtype=np.int32))
     return pa.table({"seq_id": seq, "tokens": tokens})
-
-
-def write_spill(nz: Nonzeros, path: Path, shards: list[tuple[int, int]], n_latents: int) -> None:
-    """Write latent-sorted nonzeros as one record batch per shard, atomically."""
-    bounds = np.searchsorted(nz.latent, [s for s, _ in shards] + [n_latents]).tolist()
-    rows = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
-    schema = NONZERO_SCHEMA.with_metadata({_ROWS_KEY: json.dumps(rows).encode()})
-    options = pa.ipc.IpcWriteOptions(compression=SPILL_COMPRESSION)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    columns = (nz.latent, nz.seq, nz.pos, nz.value)
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema, options=options) as w:
-        for a, b in zip(bounds, bounds[1:], strict=False):
-            w.write_batch(pa.record_batch([pa.array(c[a:b]) for c in columns], schema=schema))
-    os.replace(tmp, path)
-
-
-class SpillFile:
-    """A chunk's spill file, open for reading one shard's batch at a time."""
-
-    def __init__(self, path: Path, n_shards: int | None = None) -> None:
-        self.path = path
-        try:
-            self._file = pa.OSFile(str(path), "rb")
-            self._reader = pa.ipc.open_file(self._file)
-            self.rows: list[int] = json.loads(self._reader.schema.metadata[_ROWS_KEY])
-        except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as exc:
-            self.close()
-            raise CorruptCacheError(path, _reason(exc)) from None
-        if n_shards is not None and self._reader.num_record_batches != n_shards:
-            self.close()
-            raise CorruptCacheError(
-                path, f"{self._reader.num_record_batches} shards where {n_shards} were expected"
-            )
-
-    def shard(self, index: int) -> Nonzeros:
-        try:
-            batch = self._reader.get_batch(index)
-        except (OSError, pa.ArrowException) as exc:
-            raise CorruptCacheError(self.path, _reason(exc)) from None
-        if batch.num_rows != self.rows[index]:
-            raise CorruptCacheError(self.path, f"shard {index} holds {batch.num_rows} rows")
-        cols = [batch.column(i).to_numpy() for i in range(4)]
-        return Nonzeros(*cols)
-
-    def close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 def write_chunk(chunk: Chunk, targets: dict[str, HookpointTarget]) -> None:
@@ -141,14 +75,27 @@ def write_chunk(chunk: Chunk, targets: dict[str, HookpointTarget]) -> None:
         path = target.layout.chunk(chunk.index)
         runs = chunk.runs.pop(spec, [])
         if not path.exists():
-            merged = merge_runs(runs, 0, target.n_latents)
-            del runs
-            write_spill(merged, path, target.shards, target.n_latents)
-            del merged
+            n = target.n_latents
+            cols = [(_counts(r, n), r.seq, r.value, r.pos) for r in runs]
+            _spill_writer().write(path, cols, target.shards, n)
+            del runs, cols
         tok_path = target.layout.token_chunk(chunk.index)
         if not tok_path.exists():
             tokens = tokens if tokens is not None else tokens_table(chunk.tokens, chunk.seq_offset)
             write_parquet_atomic(tokens, tok_path, compression=_TOKEN_COMPRESSION)
+
+
+def _counts(nz: Nonzeros, n_latents: int) -> np.ndarray:
+    if nz.counts is not None:
+        return nz.counts
+    return np.bincount(nz.latent, minlength=n_latents)
+
+
+def _spill_writer() -> SpillWriter:
+    writer = getattr(_local, "spill", None)
+    if writer is None:
+        writer = _local.spill = SpillWriter()
+    return writer
 
 
 class ChunkWriter:
@@ -233,3 +180,6 @@ def existing_chunks(layouts: list[CacheLayout], index: int) -> bool:
 def chunk_files(layout: CacheLayout) -> list[Path]:
     folder = layout.work / "chunks"
     return sorted(folder.glob(f"chunk-*{SPILL_SUFFIX}")) if folder.is_dir() else []
+
+
+__all__ = ["Chunk", "ChunkWriter", "HookpointTarget", "SpillFile", "existing_chunks"]
