@@ -110,6 +110,13 @@ def _strata_draws(
     return dpos, dneg, cpos, cneg
 
 
+def _one_hot(values: np.ndarray, k: int) -> np.ndarray:
+    """``[len(values), k]`` float64 matrix with a 1 at each value's column."""
+    out = np.zeros((len(values), k))
+    out[np.arange(len(values)), values] = 1.0
+    return out
+
+
 def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval per column of ``reps`` ``[B, m]``, NaN replicates ignored."""
     reps = np.atleast_2d(reps)
@@ -251,11 +258,13 @@ def binary_metrics(
         np.bincount(neg_val, minlength=k)[None].astype(float),
     )
 
-    dpos, dneg, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
+    _, _, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
     reps = _binary_from_counts(
         cpos @ pos_pred.astype(np.float64), cneg @ neg_pred.astype(np.float64), n_pos, n_neg
     )
-    reps["auroc"] = _auroc_counts(_counts(pos_val[dpos], k), _counts(neg_val[dneg], k))
+    # the weight of each distinct score per resample: draw counts times a one-hot of the
+    # examples' scores (integers, so exactly the bincount of the drawn scores)
+    reps["auroc"] = _auroc_counts(cpos @ _one_hot(pos_val, k), cneg @ _one_hot(neg_val, k))
     lo, hi = _percentile_ci(np.stack([reps[m] for m in BINARY_METRICS], axis=1), ci)
 
     chance = _binary_chance(n_pos, n_neg)
@@ -413,11 +422,13 @@ def pearson_metrics(
     per_subset = (member[:, :, None] * stats[:, None, :]).reshape(n_windows, 6 * len(keys))
     reps = _pearson_stats((counts @ per_subset).reshape(len(counts), len(keys), 6))
     lo, hi = _percentile_ci(reps, ci)
+    lengths = np.array([x.size for x in xs], dtype=np.int64)
+    x_all = np.concatenate(xs) if xs else np.empty(0)
+    y_all = np.concatenate(ys) if ys else np.empty(0)
     for i, key in enumerate(keys):
-        sel = np.flatnonzero(subsets[key])
-        x = np.concatenate([xs[j] for j in sel]) if sel.size else np.empty(0)
-        y = np.concatenate([ys[j] for j in sel]) if sel.size else np.empty(0)
-        out[key] = _pearson_tokens(x, y)
+        # the tokens of the subset's windows, in window order (one mask, no re-concatenation)
+        on = np.repeat(subsets[key], lengths)
+        out[key] = _pearson_tokens(x_all[on], y_all[on])
         out[f"{key}_lo"], out[f"{key}_hi"] = float(lo[i]), float(hi[i])
     return out
 
