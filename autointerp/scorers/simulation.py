@@ -39,7 +39,7 @@ from autointerp.scorers.base import (
     seeded_rng,
     window_columns,
 )
-from autointerp.scorers.judge import batches
+from autointerp.scorers.judge import batches, greedy, system_message
 from autointerp.scorers.metrics import pearson_metrics
 from autointerp.text import excerpts
 
@@ -261,9 +261,7 @@ class SimulationScorer(Scorer):
             logprobs=None,
             prompt_logprobs=None,
             messages=[
-                ChatMessage.model_construct(
-                    role="system", content=prompts.text("simulation_system")
-                ),
+                system_message("simulation_system"),
                 ChatMessage.model_construct(
                     role="user",
                     content=prompts.render(
@@ -271,7 +269,7 @@ class SimulationScorer(Scorer):
                     ),
                 ),
             ],
-            sampling=SamplingParams.model_construct(temperature=0.0, max_tokens=cfg.max_tokens),
+            sampling=greedy(cfg.max_tokens),
             json_schema=_exact_lists(len(chunk)),
             task={"kind": "simulate", "explanation": explanation, "examples": chunk},
             tags=tags,
