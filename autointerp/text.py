@@ -53,6 +53,15 @@ class Vocab:
         n = len(self.strings)
         return int(self._special[np.where((idx >= 0) & (idx < n), idx, n)].sum())
 
+    def special_counts(self, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """:meth:`n_special` of each of many windows at once: ``flat``, their ids one after
+        the other, ``lengths`` tokens each."""
+        idx = np.asarray(flat, dtype=np.int64)
+        n = len(self.strings)
+        hit = self._special[np.where((idx >= 0) & (idx < n), idx, n)].astype(np.int64)
+        row = np.repeat(np.arange(len(lengths)), lengths)
+        return np.bincount(row, weights=hit, minlength=len(lengths)).astype(np.int64)
+
     def tokens(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         idx = np.asarray(ids, dtype=np.int64)
         n = len(self.strings)

@@ -8,6 +8,7 @@ import json
 import math
 import re
 from collections import Counter, defaultdict
+from functools import lru_cache
 from typing import Any
 
 from autointerp.llm.base import Backend, FatalError
@@ -110,8 +111,15 @@ def explain(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _matches(token: str, keys: set[str]) -> bool:
-    return token.strip().lower() in keys
+@lru_cache(maxsize=1 << 17)
+def _normal(token: str) -> str:
+    """A token as keys are compared: stripped, lower-cased (tokens repeat: computed once)."""
+    return token.strip().lower()
+
+
+def _n_matches(tokens: list[str], keys: set[str]) -> int:
+    """How many of ``tokens`` match ``keys`` (the hot loop of every scoring task)."""
+    return sum(map(keys.__contains__, map(_normal, tokens)))
 
 
 def _keys(explanation: str) -> set[str]:
@@ -131,7 +139,7 @@ def detect(task: dict[str, Any]) -> dict[str, Any]:
     for ex in task.get("examples", []):
         tokens = _as_tokens(ex)
         text = "".join(tokens).lower()
-        n = sum(_matches(t, keys) for t in tokens)
+        n = _n_matches(tokens, keys)
         n += sum(1 for k in keys if " " in k and k in text)
         labels.append(1 if n else 0)
         probs.append(round(1.0 - 0.5 ** (n + 1), 6) if n else 0.0)
@@ -143,7 +151,7 @@ def simulate(task: dict[str, Any]) -> dict[str, Any]:
     keys = _keys(task.get("explanation", ""))
     return {
         "activations": [
-            [10 if _matches(t, keys) else 0 for t in _as_tokens(ex)]
+            [10 if k in keys else 0 for k in map(_normal, _as_tokens(ex))]
             for ex in task.get("examples", [])
         ]
     }
@@ -157,7 +165,7 @@ def fuzz(task: dict[str, Any]) -> dict[str, Any]:
     for ex in task.get("examples", []):
         tokens, marks = ex["tokens"], ex.get("highlighted") or []
         marked = [t for t, m in zip(tokens, marks, strict=False) if m]
-        frac = sum(_matches(t, keys) for t in marked) / len(marked) if marked else 0.0
+        frac = _n_matches(marked, keys) / len(marked) if marked else 0.0
         labels.append(1 if marked and frac >= 0.5 else 0)
         probs.append(round(frac, 6))
     return {"labels": labels, "probabilities": probs}

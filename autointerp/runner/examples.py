@@ -61,7 +61,8 @@ LIST_COLUMNS = ("tokens", "activations", "activations_norm")
 
 def _records(df: pl.DataFrame, vocab: Vocab) -> list[dict[str, Any]]:
     """Rows as dicts: scalar columns as Python values, the list columns as numpy rows of one
-    2-D array each (cheaper than Python lists), plus ``strings``: the token strings."""
+    2-D array each (cheaper than Python lists), plus ``strings``: the token strings, and
+    ``n_special``: how many of the tokens are special (``Vocab.n_special``)."""
     scalars = df.drop(LIST_COLUMNS).to_dicts()
     strings = vocab.window_strings(df["tokens"])
     for col in LIST_COLUMNS:
@@ -70,6 +71,10 @@ def _records(df: pl.DataFrame, vocab: Vocab) -> list[dict[str, Any]]:
         ends = np.cumsum(lens)
         for r, end, n in zip(scalars, ends.tolist(), lens.tolist(), strict=True):
             r[col] = flat[end - n : end] if n else None  # views into one array, no copies
+        if col == "tokens":  # special tokens (BOS, EOS) per window, counted once for all
+            special = vocab.special_counts(flat, lens)
+            for r, k in zip(scalars, special.tolist(), strict=True):
+                r["n_special"] = k
     for r, toks in zip(scalars, strings, strict=True):
         r["strings"] = toks
     return scalars

@@ -19,7 +19,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class PartTable:
         self.flush_rows = flush_rows
         self.flush_s = flush_s
         self._buffer: list[pl.DataFrame] = []
-        self._dicts: list[dict[str, Any]] = []
+        # blocks of dict rows, each with the values its rows share (e.g. a latent's key)
+        self._dicts: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         self._buffered = 0
         self._last_flush = time.monotonic()
         self._dropped: pl.DataFrame | None = None
@@ -89,9 +92,14 @@ class PartTable:
         self._old = set(self._sources())
 
     # -- writing ----------------------------------------------------------------------------
-    def add(self, rows: pl.DataFrame | Iterable[dict[str, Any]]) -> None:
+    def add(
+        self,
+        rows: pl.DataFrame | Iterable[dict[str, Any]],
+        common: dict[str, Any] | None = None,
+    ) -> None:
         """Buffer rows (a frame, or dicts: those become one frame per flush, which is much
-        cheaper than a frame per latent)."""
+        cheaper than a frame per latent). ``common``: values every one of the dict rows has
+        (e.g. the key of the latent they belong to), given once instead of copied into each."""
         if isinstance(rows, pl.DataFrame):
             if rows.is_empty():
                 return
@@ -99,21 +107,45 @@ class PartTable:
             self._buffered += len(rows)
         else:
             rows = list(rows)
-            self._dicts.extend(rows)
+            if rows:
+                self._dicts.append((common or {}, rows))
             self._buffered += len(rows)
         if self._buffered >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_s:
             self.flush()
 
-    def _frame(self, rows: list[dict[str, Any]]) -> pl.DataFrame:
-        if not rows:
+    def _frame(self, blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> pl.DataFrame:
+        if not blocks:
             return pl.DataFrame()
         if self.schema is None:
+            rows = [{**common, **r} for common, block in blocks for r in block]
             return pl.DataFrame(rows, infer_schema_length=None)
-        extra = list(dict.fromkeys(c for r in rows for c in r if c not in self.schema))
+        extra = list(
+            dict.fromkeys(
+                c
+                for common, block in blocks
+                for r in (common, *block)
+                for c in r
+                if c not in self.schema
+            )
+        )
         schema = {**self.schema, **{c: pl.Float64() for c in extra}}
         # column lists, not row dicts: polars builds a frame from rows several times slower
-        columns = {c: [r.get(c) for r in rows] for c in schema}
-        return pl.DataFrame(columns, schema=schema, strict=False)
+        columns = {}
+        for c in schema:
+            values: list[Any] = []
+            for common, block in blocks:
+                if c in common:
+                    values.extend([common[c]] * len(block))
+                else:
+                    values.extend([r.get(c) for r in block])
+            columns[c] = values
+        fast = {c: _numeric_lists(c, v, schema[c]) for c, v in columns.items()}
+        fast = {c: s for c, s in fast.items() if s is not None}
+        rest = {c: v for c, v in columns.items() if c not in fast}
+        if not rest:
+            return pl.DataFrame(list(fast.values())).select(list(schema))
+        frame = pl.DataFrame(rest, schema={c: schema[c] for c in rest}, strict=False)
+        return frame.with_columns(list(fast.values())).select(list(schema))
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -209,6 +241,40 @@ class PartTable:
         if not srcs:
             return pl.DataFrame()
         return pl.concat([pl.read_parquet(s) for s in srcs], how="diagonal_relaxed")
+
+
+_NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64)
+
+
+def _numeric_lists(name: str, values: list[Any], dtype: pl.DataType) -> pl.Series | None:
+    """A list column of numbers (``List(Float32)``, ``List(Int16)``...) built from one flat
+    array and offsets: polars converts nested Python sequences element by element, several
+    times slower. Rows may be lists, numpy arrays or None. None (the general path) for other
+    dtypes or a value that is not a flat sequence of numbers."""
+    if not isinstance(dtype, pl.List) or not isinstance(dtype.inner, _NUMERIC):
+        return None
+    parts: list[np.ndarray] = []
+    lengths = np.zeros(len(values), dtype=np.int64)
+    null = np.zeros(len(values), dtype=bool)
+    for i, v in enumerate(values):
+        if v is None:
+            null[i] = True
+            continue
+        a = np.asarray(v)
+        if a.ndim != 1 or a.dtype.kind not in "iuf":
+            return None  # bools, strings, None inside, nesting: the general path
+        lengths[i] = len(a)
+        parts.append(a)
+    if not parts:
+        return None
+    # what the general path gives (strict=False: a value out of range is null)
+    flat = pl.Series(np.concatenate(parts)).cast(dtype.inner, strict=False)
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    arr = pa.LargeListArray.from_arrays(
+        pa.array(offsets), flat.to_arrow(), mask=pa.array(null) if null.any() else None
+    )
+    return pl.Series(name, arr).cast(dtype)
 
 
 def _natural(name: str) -> list[Any]:

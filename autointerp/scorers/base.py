@@ -117,9 +117,10 @@ def shown_columns(
     ids of its highlighted tokens (null where nothing is highlighted by design)."""
     ids = np.asarray(row["tokens"], dtype=np.int64)
     on = None if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
+    special = row.get("n_special")  # counted when the windows were read (runner/examples.py)
     return {
         "shown_tokens": len(ids),
-        "shown_special": vocab.n_special(ids),
+        "shown_special": vocab.n_special(ids) if special is None else special,
         "highlighted": None if on is None else on.tolist(),
         "highlighted_ids": None if on is None else ids[on].tolist(),
     }

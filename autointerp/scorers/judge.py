@@ -7,6 +7,7 @@ import asyncio
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -141,6 +142,19 @@ def marks_list(items: list[Item]) -> str:
     )
 
 
+@lru_cache(maxsize=64)
+def system_message(name: str) -> ChatMessage:
+    """The system message of prompt ``name``, built once and shared by every request (no
+    one changes a request's messages once built)."""
+    return ChatMessage.model_construct(role="system", content=prompts.text(name))
+
+
+@lru_cache(maxsize=64)
+def greedy(max_tokens: int) -> SamplingParams:
+    """Temperature-0 sampling with ``max_tokens``, built once and shared (read only)."""
+    return SamplingParams.model_construct(temperature=0.0, max_tokens=max_tokens)
+
+
 def request(
     system: str,
     user: str,
@@ -161,13 +175,13 @@ def request(
         prompt=None,
         prompt_logprobs=None,
         messages=[
-            ChatMessage.model_construct(role="system", content=prompts.text(system)),
+            system_message(system),
             ChatMessage.model_construct(
                 role="user",
                 content=prompts.render(user, explanation=explanation, examples=shown, **fields),
             ),
         ],
-        sampling=SamplingParams.model_construct(temperature=0.0, max_tokens=max_tokens),
+        sampling=greedy(max_tokens),
         json_schema=answer_schema(len(items)),
         logprobs=5 if logprobs else None,
         task=task,

@@ -110,6 +110,13 @@ def _strata_draws(
     return dpos, dneg, cpos, cneg
 
 
+def _one_hot(values: np.ndarray, k: int) -> np.ndarray:
+    """``[len(values), k]`` float64 matrix with a 1 at each value's column."""
+    out = np.zeros((len(values), k))
+    out[np.arange(len(values)), values] = 1.0
+    return out
+
+
 def _percentile_ci(reps: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval per column of ``reps`` ``[B, m]``, NaN replicates ignored."""
     reps = np.atleast_2d(reps)
@@ -251,11 +258,13 @@ def binary_metrics(
         np.bincount(neg_val, minlength=k)[None].astype(float),
     )
 
-    dpos, dneg, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
+    _, _, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
     reps = _binary_from_counts(
         cpos @ pos_pred.astype(np.float64), cneg @ neg_pred.astype(np.float64), n_pos, n_neg
     )
-    reps["auroc"] = _auroc_counts(_counts(pos_val[dpos], k), _counts(neg_val[dneg], k))
+    # the weight of each distinct score per resample: draw counts times a one-hot of the
+    # examples' scores (integers, so exactly the bincount of the drawn scores)
+    reps["auroc"] = _auroc_counts(cpos @ _one_hot(pos_val, k), cneg @ _one_hot(neg_val, k))
     lo, hi = _percentile_ci(np.stack([reps[m] for m in BINARY_METRICS], axis=1), ci)
 
     chance = _binary_chance(n_pos, n_neg)
@@ -336,25 +345,25 @@ def _pearson_inputs(
 
 
 def _window_draws(
-    rng: np.random.Generator, n_boot: int, groups: np.ndarray | None, n_windows: int
+    rng: np.random.Generator, n_boot: int, sizes: tuple[int, ...], n_windows: int
 ) -> np.ndarray:
-    """Resampled window counts ``[n_boot, W]``: plain, or stratified by group when given."""
-    if groups is None:
+    """Resampled window counts ``[n_boot, W]``: plain (``sizes`` empty), or stratified by
+    group, the windows of each group being one contiguous block of ``sizes``."""
+    if not sizes:
         return _counts(_draws(rng, n_boot, n_windows), n_windows)
-    idx = [
-        members[_draws(rng, n_boot, members.size)]
-        for members in (np.flatnonzero(groups == g) for g in np.unique(groups))
-    ]
+    starts = np.cumsum((0, *sizes[:-1]))
+    idx = [start + _draws(rng, n_boot, size) for start, size in zip(starts, sizes, strict=True)]
     return _counts(np.concatenate(idx, axis=1), n_windows)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _cached_window_draws(
-    n_boot: int, groups: bytes | None, n_windows: int, seed: int
+    n_boot: int, sizes: tuple[int, ...], n_windows: int, seed: int
 ) -> np.ndarray:
-    """:func:`_window_draws` for a group layout (int64 bytes), computed once (read-only)."""
-    g = None if groups is None else np.frombuffer(groups, dtype=np.int64)
-    counts = _window_draws(np.random.default_rng(seed), n_boot, g, n_windows)
+    """:func:`_window_draws` for a layout of group sizes, computed once (read-only): the
+    draws depend on the sizes only, so latents with the same numbers of windows per group
+    share them."""
+    counts = _window_draws(np.random.default_rng(seed), n_boot, sizes, n_windows)
     counts.flags.writeable = False
     return counts
 
@@ -373,7 +382,7 @@ def pearson_metrics(
     The point estimate is the correlation over the concatenated tokens (NaN when either
     side is constant). The interval resamples whole windows with replacement (tokens within
     a window are not independent), each resample's r computed from per-window sufficient
-    statistics with one matrix product.
+    statistics: the draw counts times the statistics of each group's block of windows.
 
     ``groups`` (one int per window, e.g. the quantile bin of an activating window, -1 for a
     contrast window) adds ``pearson_q{g}`` (+ ``_lo``, ``_hi``) for every group g >= 0: the
@@ -398,26 +407,42 @@ def pearson_metrics(
         for g in np.unique(groups[groups >= 0]):
             subsets[f"pearson_q{g}"] = (groups == g) | (groups == -1)
 
+    sizes: tuple[int, ...] = ()
     if groups is not None:  # windows in group order: latents with the same mix share draws
         order = np.argsort(groups, kind="stable")
         xs, ys, groups = [xs[i] for i in order], [ys[i] for i in order], groups[order]
         for key in subsets:
             subsets[key] = subsets[key][order]
+        labels, counts_per = np.unique(groups, return_counts=True)
+        sizes = tuple(int(c) for c in counts_per)
     stats = _window_stats(xs, ys)
-    counts = _cached_window_draws(
-        n_boot, None if groups is None else groups.tobytes(), n_windows, seed
-    )
-    # every subset's resampled statistics in one product: [B, W] @ [W, subsets x 6]
+    counts = _cached_window_draws(n_boot, sizes, n_windows, seed)
     keys = list(subsets)
-    member = np.stack([subsets[k] for k in keys], axis=1).astype(np.float64)  # [W, S]
-    per_subset = (member[:, :, None] * stats[:, None, :]).reshape(n_windows, 6 * len(keys))
-    reps = _pearson_stats((counts @ per_subset).reshape(len(counts), len(keys), 6))
+    if not sizes:  # no groups (or no windows): one subset, all windows
+        reps = _pearson_stats((counts @ stats)[:, None, :])
+    else:
+        # each group's resampled statistics (its block of windows), then every subset's as
+        # the sum of its groups': all groups, or group g with the contrast windows (-1)
+        ends = np.cumsum(sizes)
+        per_group = {
+            int(g): counts[:, e - k : e] @ stats[e - k : e]
+            for g, k, e in zip(labels, sizes, ends, strict=True)
+        }
+        contrast = per_group.get(-1)
+        total = np.sum(list(per_group.values()), axis=0)
+        sums = [total] + [
+            per_group[int(k.removeprefix("pearson_q"))] + (0.0 if contrast is None else contrast)
+            for k in keys[1:]
+        ]
+        reps = _pearson_stats(np.stack(sums, axis=1))
     lo, hi = _percentile_ci(reps, ci)
+    lengths = np.array([x.size for x in xs], dtype=np.int64)
+    x_all = np.concatenate(xs) if xs else np.empty(0)
+    y_all = np.concatenate(ys) if ys else np.empty(0)
     for i, key in enumerate(keys):
-        sel = np.flatnonzero(subsets[key])
-        x = np.concatenate([xs[j] for j in sel]) if sel.size else np.empty(0)
-        y = np.concatenate([ys[j] for j in sel]) if sel.size else np.empty(0)
-        out[key] = _pearson_tokens(x, y)
+        # the tokens of the subset's windows, in window order (one mask, no re-concatenation)
+        on = np.repeat(subsets[key], lengths)
+        out[key] = _pearson_tokens(x_all[on], y_all[on])
         out[f"{key}_lo"], out[f"{key}_hi"] = float(lo[i]), float(hi[i])
     return out
 

@@ -126,7 +126,7 @@ class _Outputs:
             key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
             key["explanation_set"] = set_of(e)
             key["config_hash"] = chash
-            self.examples[scorer.name].add([{**key, **r} for r in res.examples])
+            self.examples[scorer.name].add(res.examples, common=key)
 
     def flush(self) -> None:
         for t in (*self.latent.values(), *self.examples.values()):

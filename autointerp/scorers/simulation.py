@@ -39,7 +39,7 @@ from autointerp.scorers.base import (
     seeded_rng,
     window_columns,
 )
-from autointerp.scorers.judge import batches
+from autointerp.scorers.judge import batches, greedy, system_message
 from autointerp.scorers.metrics import pearson_metrics
 from autointerp.text import excerpts
 
@@ -149,9 +149,11 @@ def read_logprob_predictions(
     return out
 
 
-def read_json_predictions(
+def _json_lists(
     response: LLMResponse, lengths: list[int]
-) -> list[tuple[list[float] | None, str | None]]:
+) -> list[tuple[list[Any] | None, str | None]]:
+    """Per window, the answer's list of values as parsed (checked: the right length, numbers
+    only) or why it is unusable."""
     if not response.ok:
         return [(None, response.error)] * len(lengths)
     parsed = response.parsed
@@ -159,7 +161,7 @@ def read_json_predictions(
     if not isinstance(acts, list) or len(acts) != len(lengths):
         got = len(acts) if isinstance(acts, list) else type(acts).__name__
         return [(None, f"expected {len(lengths)} activation lists, got {got}")] * len(lengths)
-    out: list[tuple[list[float] | None, str | None]] = []
+    out: list[tuple[list[Any] | None, str | None]] = []
     for values, n in zip(acts, lengths, strict=True):
         if not isinstance(values, list) or len(values) != n:
             got = len(values) if isinstance(values, list) else type(values).__name__
@@ -167,7 +169,22 @@ def read_json_predictions(
         elif not _numbers(values):
             out.append((None, "non-numeric activation in the answer"))
         else:
-            out.append(([min(10.0, max(0.0, float(v))) for v in values], None))
+            out.append((values, None))
+    return out
+
+
+def read_json_predictions(
+    response: LLMResponse, lengths: list[int]
+) -> list[tuple[list[float] | None, str | None]]:
+    """Per window, the predicted activations clipped to 0..10 (NaN read as 0), or why the
+    window's answer is unusable."""
+    out: list[tuple[list[float] | None, str | None]] = []
+    for values, err in _json_lists(response, lengths):
+        if values is None:
+            out.append((None, err))
+            continue
+        v = np.minimum(10.0, np.maximum(0.0, np.array(values, dtype=np.float64)))
+        out.append((np.where(np.isnan(v), 0.0, v).tolist(), None))
     return out
 
 
@@ -178,7 +195,7 @@ def _numbers(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _first_error(got: list[tuple[list[float] | None, str | None]]) -> str | None:
+def _first_error(got: list[tuple[Any, str | None]]) -> str | None:
     """The JSON simulate task's check: the first window whose predictions are unusable."""
     return next((err for _, err in got if err is not None), None)
 
@@ -237,21 +254,27 @@ class SimulationScorer(Scorer):
             )
             return req, (prompt, offsets)
         shown = excerpts([json.dumps(t, ensure_ascii=False) for t in chunk])
-        req = LLMRequest(
+        # built with model_construct (as the judge scorers' requests): every field is ours
+        # and valid, and validation cost more than the rest of the request
+        req = LLMRequest.model_construct(
+            prompt=None,
+            logprobs=None,
+            prompt_logprobs=None,
             messages=[
-                ChatMessage(role="system", content=prompts.text("simulation_system")),
-                ChatMessage(
+                system_message("simulation_system"),
+                ChatMessage.model_construct(
                     role="user",
                     content=prompts.render(
                         "simulation_user", explanation=explanation, examples=shown
                     ),
                 ),
             ],
-            sampling=SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens),
+            sampling=greedy(cfg.max_tokens),
             json_schema=_exact_lists(len(chunk)),
             task={"kind": "simulate", "explanation": explanation, "examples": chunk},
             tags=tags,
-            check=lambda r: _first_error(read_json_predictions(r, [len(t) for t in chunk])),
+            # the check validates only; the values are read (clipped) once, in score
+            check=lambda r: _first_error(_json_lists(r, [len(t) for t in chunk])),
         )
         return req, None
 
@@ -293,7 +316,7 @@ class SimulationScorer(Scorer):
         examples = [
             {
                 **window_columns(r, split),
-                "truth": [float(a) for a in r["activations"]],
+                "truth": r["activations"],  # stored as Float32, as read
                 "prediction": preds[i],
                 "error": errors[i],
             }
