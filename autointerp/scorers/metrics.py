@@ -450,6 +450,21 @@ def pearson_metrics(
 # ----------------------------------------------------------------------------- means
 
 
+@lru_cache(maxsize=8)
+def _cached_mean_draws(n_boot: int, n: int, seed: int) -> np.ndarray:
+    draws = _draws(np.random.default_rng(seed), n_boot, n)
+    draws.flags.writeable = False
+    return draws
+
+
+def _mean_draws(n_boot: int, n: int, seed: int) -> np.ndarray:
+    """:func:`_draws` of a fresh generator seeded ``seed``; kept (read-only) when small enough,
+    since a summary or a report takes the mean of many columns of the same length."""
+    if n_boot * n <= 1 << 22:
+        return _cached_mean_draws(n_boot, n, seed)
+    return _draws(np.random.default_rng(seed), n_boot, n)
+
+
 def mean_ci(
     values: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0, ci: float = 0.95
 ) -> tuple[float, float, float]:
@@ -462,7 +477,7 @@ def mean_ci(
     v = v[~np.isnan(v)]
     if v.size == 0:
         return _NAN, _NAN, _NAN
-    reps = v[_draws(np.random.default_rng(seed), n_boot, v.size)].mean(axis=1)
+    reps = v[_mean_draws(n_boot, v.size, seed)].mean(axis=1)
     lo, hi = _percentile_ci(reps[:, None], ci)
     return float(v.mean()), float(lo[0]), float(hi[0])
 
