@@ -108,7 +108,9 @@ def test_detection_one_window_per_prompt(judge_server: FakeServer) -> None:
     assert users == sorted(
         prompts.render("detection_single_user", explanation=EXPLANATION, example=t) for t in texts
     )
-    assert users[0].startswith(f"Description: {EXPLANATION}\n\nExcerpt:\n")
+    assert users[0].startswith("Excerpt:\n") and users[0].endswith(
+        f"\n\nDoes the excerpt contain {EXPLANATION}? Yes or No?"
+    )
     for b in bodies:
         assert b["messages"][0] == {
             "role": "system",
@@ -140,17 +142,18 @@ def test_fuzzing_prompt_starts_with_the_detection_prompt(judge_server: FakeServe
     fuzz = [r["body"]["messages"][1]["content"] for r in judge_server.requests]
     assert len(fuzz) == len(WINDOWS) == res.n_examples
     for user in fuzz:  # the shared prefix runs through the window's text
-        excerpt_end = user.index("\n\nMarked: ")
+        excerpt_end = user.index("\n\nMarked tokens ")
         assert any(d.startswith(user[:excerpt_end]) for d in det), user
-        assert user.endswith(prompts.text("fuzzing_single_user").rsplit("\n", 1)[1])
+        assert user.endswith(f"\n\nAre the marked tokens {EXPLANATION}? Yes or No?")
     # each window's own marks (the highlighted offsets its row records), unnumbered
     for row in res.examples:
         ids = WINDOWS[row["seq_id"]][0]
         mask = np.zeros(len(ids), dtype=bool)
         mask[row["highlighted"]] = True
-        shown = f"Excerpt:\n{''.join(STRINGS[t] for t in ids)}\n\nMarked: "
-        shown += marks([STRINGS[t] for t in ids], mask) + "\n\n"
-        assert sum(shown in u for u in fuzz) == 1, shown
+        text = "".join(STRINGS[t] for t in ids)
+        own = marks([STRINGS[t] for t in ids], mask)
+        mine = [u for u in fuzz if u.startswith(f"Excerpt:\n{text}\n\nMarked tokens (")]
+        assert len(mine) == 1 and f'"(2nd)"): {own}\n\n' in mine[0], (own, mine)
 
 
 def test_batch_format_for_api_judges(judge_server: FakeServer) -> None:
