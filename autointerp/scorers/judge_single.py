@@ -2,12 +2,15 @@
 
 A 1.5B model shown 20 windows in one prompt and asked for one JSON list of 0/1 verdicts
 answers yes to the first window and no to the rest (README, "With Qwen2.5-Coder-1.5B-Instruct
-as judge"). In this format each window is a prompt of its own: the instructions (system
-prompt), then the explanation, then the window (and fuzzing's marked tokens), then the
-question; the judge answers one word, Yes or No, and P(yes) is read off the answer token's
-top logprobs. The instructions and the explanation come first, so a prefix cache computes
-them once per (latent, explanation); detection's prompt of a window is the start of
-fuzzing's prompt of that window up to the window's text.
+as judge"). In this format each window is a prompt of its own: short instructions (system
+prompt), the window (``Excerpt:``; fuzzing adds its marked tokens), then the question, which
+names the explanation ("Does the excerpt contain <explanation>?"); the judge answers one
+word, Yes or No, and P(yes) is read off the answer token's top logprobs. Asked whether "a
+feature, as described, fires" with the explanation before the window, Qwen2.5-Coder-1.5B gave
+every window about the same P(yes); asked whether the excerpt contains what the explanation
+names, it separated activating from contrast windows (README). A prefix cache reuses the
+instructions across all prompts and a window's detection prompt up to the end of its text
+for its fuzzing prompt; the explanation (a few tokens) is computed per window.
 """
 
 from __future__ import annotations
