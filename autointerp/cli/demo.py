@@ -16,9 +16,10 @@ from autointerp.cli.common import (
     setup_logging,
 )
 
-# latents a real LLM explains and scores when --latents is not given: Qwen2.5-Coder-1.5B-Instruct
-# judged these two in ~16 minutes on 2 busy CPU cores (README); the lexical baseline does all
-REAL_LLM_LATENTS = "0:2"
+# latents a real LLM explains and scores when --latents is not given: one, so that
+# Qwen2.5-Coder-1.5B-Instruct on 2 CPU cores finishes in about 10 minutes (README: two took
+# ~16 minutes); the lexical baseline does all
+REAL_LLM_LATENTS = "0:1"
 
 
 def demo_latents(latents: str | None, llm: str | None) -> str | None:

@@ -84,7 +84,9 @@ class DryRunBackend(Backend):
         except Exception:  # a request the baseline cannot answer is still counted
             response = LLMResponse(text="{}", parsed={})
         parsed = response.parsed
-        if isinstance(parsed, dict) and "labels" in parsed:  # a judge answers {"answers": [...]}
+        if isinstance(parsed, dict) and "labels" in parsed and request.json_schema is None:
+            text = "Yes" if parsed["labels"] and parsed["labels"][0] else "No"  # one window
+        elif isinstance(parsed, dict) and "labels" in parsed:  # {"answers": [...]}
             text = json.dumps({"answers": parsed["labels"]})
         else:
             text = response.text or (json.dumps(parsed) if parsed else "")

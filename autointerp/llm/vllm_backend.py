@@ -23,7 +23,13 @@ from typing import Any
 from autointerp.llm.base import Backend, FatalError
 from autointerp.llm.config import LLMConfig
 from autointerp.llm.types import LLMRequest, LLMResponse, TokenLogprob, TopLogprob
-from autointerp.models import cpu_env_defaults, engine_dtype, has_cuda, resolve_model
+from autointerp.models import (
+    CPU_BLOCK_SIZE,
+    cpu_env_defaults,
+    engine_dtype,
+    has_cuda,
+    resolve_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +112,8 @@ class VLLMBackend(Backend):
         os.environ.update(cpu_env_defaults())
         if not has_cuda() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             extra.setdefault("kv_cache_memory_bytes", int(c.cpu_kv_cache_gib * 2**30))
+        if not has_cuda():
+            extra.setdefault("block_size", CPU_BLOCK_SIZE)  # prefix cache: short prefixes too
         log.info("starting vLLM engine for %s (dtype %s)", self.model, dtype)
         return LLM(
             self._path,

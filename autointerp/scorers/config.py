@@ -25,8 +25,15 @@ class DetectionConfig(_Section):
     examples_per_prompt: int = Field(
         20, ge=1, le=100, description="windows the judge sees per prompt (activating and contrast)"
     )
-    max_tokens: int = Field(200, gt=0)
+    max_tokens: int = Field(200, gt=0, description="batch format's completion budget")
     logprobs: bool = Field(True, description="ask for top logprobs to get P(yes) for AUROC")
+    format: Literal["auto", "batch", "single"] = Field(
+        "auto",
+        description="'batch': examples_per_prompt numbered windows per prompt, one JSON list of "
+        "0/1; 'single': one window per prompt, a Yes/No answer with P(yes) from its logprobs "
+        "(small judges cannot keep many verdicts apart); 'auto': single for a small local "
+        "judge (in-process vLLM or a catalog model of `autointerp models`), batch otherwise",
+    )
 
 
 class FuzzingConfig(_Section):
@@ -34,8 +41,15 @@ class FuzzingConfig(_Section):
     wrong_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="share of activating windows shown wrongly highlighted"
     )
-    max_tokens: int = Field(200, gt=0)
+    max_tokens: int = Field(200, gt=0, description="batch format's completion budget")
     logprobs: bool = True
+    format: Literal["auto", "batch", "single"] = Field(
+        "auto",
+        description="'batch': examples_per_prompt numbered windows per prompt, one JSON list of "
+        "0/1; 'single': one window per prompt, a Yes/No answer with P(yes) from its logprobs "
+        "(small judges cannot keep many verdicts apart); 'auto': single for a small local "
+        "judge (in-process vLLM or a catalog model of `autointerp models`), batch otherwise",
+    )
 
 
 class SimulationConfig(_Section):

@@ -17,6 +17,7 @@ from autointerp import prompts
 from autointerp.llm.client import LLMClient
 from autointerp.llm.types import ChatMessage, LLMRequest, LLMResponse, SamplingParams, TokenLogprob
 from autointerp.runner.examples import LatentExamples
+from autointerp.scorers import judge_single
 from autointerp.scorers.base import (
     KEY_SCHEMA,
     SHOWN_SCHEMA,
@@ -28,6 +29,7 @@ from autointerp.scorers.base import (
     seeded_rng,
     window_columns,
 )
+from autointerp.scorers.judge_single import answer_digit
 from autointerp.scorers.metrics import binary_metrics
 from autointerp.text import excerpts, marks
 
@@ -48,7 +50,6 @@ ANSWER_SCHEMA = {
     "properties": {"answers": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}}},
     "required": ["answers"],
 }
-_PUNCT = ' \t\n"[]{}(),:'
 
 
 def answer_schema(n: int) -> dict[str, Any]:
@@ -76,32 +77,23 @@ def batches(n_items: int, per_prompt: int, rng: np.random.Generator) -> list[np.
     return [b for b in np.array_split(order, n_prompts) if len(b)]
 
 
-_WORDS = {"0": "0", "1": "1", "yes": "1", "no": "0", "true": "1", "false": "0"}
-
-
-def _digit(token: str) -> str | None:
-    """The answer "0" or "1" of a token: 0/1 or yes/no/true/false in any case, with or without the
-    space or punctuation a tokenizer glues to it (" Yes", "[1", "1,")."""
-    return _WORDS.get(token.strip(_PUNCT).lower())
-
-
 def probabilities_from_logprobs(logprobs: list[TokenLogprob] | None, n: int) -> list[float] | None:
     """P(1) at each generated 0/1 answer token, from the top alternatives there (the two
     renormalised). None when the answer tokens cannot be found one per window."""
     if not logprobs:
         return None
-    spots = [lp for lp in logprobs if _digit(lp.token) is not None]
+    spots = [lp for lp in logprobs if answer_digit(lp.token) is not None]
     if len(spots) != n:
         return None
     out = []
     for lp in spots:
         mass = {"0": 0.0, "1": 0.0}
         for alt in lp.top:
-            d = _digit(alt.token)
+            d = answer_digit(alt.token)
             if d is not None:
                 mass[d] += math.exp(alt.logprob)
         total = mass["0"] + mass["1"]
-        out.append(mass["1"] / total if total > 0 else float(_digit(lp.token) == "1"))
+        out.append(mass["1"] / total if total > 0 else float(answer_digit(lp.token) == "1"))
     return out
 
 
@@ -201,6 +193,7 @@ async def judge(
     build: Any,  # (chunk: list[Item]) -> LLMRequest
     n_boot: int,
     seed: int,
+    read: Any = read_answers,  # (response, n) -> (labels, probabilities, error)
 ) -> ScoreResult:
     """Send the items in shuffled batches, collect per-window answers, compute metrics."""
     chunks = batches(len(items), per_prompt, rng)
@@ -213,7 +206,7 @@ async def judge(
     where = np.zeros((n, 2), dtype=np.int32)
     for p, (chunk, resp) in enumerate(zip(chunks, responses, strict=True)):
         tally.add(resp)
-        labels, probs, err = read_answers(resp, len(chunk))
+        labels, probs, err = read(resp, len(chunk))
         for j, i in enumerate(chunk):
             where[i] = (p, j)
             if err is not None:
@@ -329,15 +322,39 @@ class BinaryJudgeScorer(Scorer):
                 **self.prompt_fields(chunk),
             )
 
+        def build_one(chunk: list[Item]) -> LLMRequest:
+            (it,) = chunk
+            task = {
+                "kind": self.task_kind,
+                "explanation": explanation,
+                "examples": [self.task_example(it)],
+            }
+            fields = self.prompt_fields(chunk)
+            if "marks" in fields:  # one window: its marks without the list's numbering
+                fields["marks"] = marks(it.tokens, it.highlighted or [0] * len(it.tokens))
+            return judge_single.request(
+                f"{self.name}_single_user", explanation, it.text, task, cfg.logprobs, tags, **fields
+            )
+
+        single = self.judge_format() == "single"
         return await judge(
             self.name,
             items,
             explanation,
             llm,
-            per_prompt=cfg.examples_per_prompt,
+            per_prompt=1 if single else cfg.examples_per_prompt,
             # the same batches for every scorer of this class: shared prompt prefixes
             rng=seeded_rng(self.ctx.seed, ex.hookpoint, ex.latent, "judge", split),
-            build=build,
+            build=build_one if single else build,
             n_boot=self.config.n_boot,
             seed=self.ctx.seed,
+            read=(lambda r, n: judge_single.read_one(r)) if single else read_answers,
         )
+
+    def judge_format(self) -> str:
+        """'single' (one window per prompt, a Yes/No answer) or 'batch' (numbered windows,
+        one JSON list of 0/1): the section's ``format``, ``auto`` resolved for the judge."""
+        return judge_single.resolve_format(getattr(self.config, self.name).format, self.model)
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "format": self.judge_format()}

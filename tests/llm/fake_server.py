@@ -26,6 +26,8 @@ import fake_batch
 Responder = Callable[[dict[str, Any]], str]
 # (prompt tokens, request) -> the logprob of each prompt token after the first (default -1.0)
 PromptScorer = Callable[[list[str], dict[str, Any]], list[float]]
+# an answer token -> its top alternatives, (token, logprob), itself included (default: itself, -0.5)
+Alternatives = Callable[[str], list[tuple[str, float]]]
 
 
 @dataclass
@@ -65,7 +67,11 @@ def _prompt_logprobs(tokens: list[str], values: list[float] | None = None) -> li
 
 
 def completion_body(
-    request: dict[str, Any], text: str, chat: bool, prompt_scorer: PromptScorer | None = None
+    request: dict[str, Any],
+    text: str,
+    chat: bool,
+    prompt_scorer: PromptScorer | None = None,
+    alternatives: Alternatives | None = None,
 ) -> dict[str, Any]:
     if chat:
         prompt_text = " ".join(str(m.get("content", "")) for m in request.get("messages", []))
@@ -91,17 +97,13 @@ def completion_body(
         choice["message"] = {"role": "assistant", "content": text}
         if request.get("logprobs"):
             k = int(request.get("top_logprobs") or 0)
-            choice["logprobs"] = {
-                "content": [
-                    {
-                        "token": t,
-                        "logprob": -0.5,
-                        "bytes": None,
-                        "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": None}][:k],
-                    }
-                    for t in c_toks
-                ]
-            }
+            content = []
+            for t in c_toks:
+                alts = alternatives(t) if alternatives else [(t, -0.5)]
+                own = dict(alts).get(t, -0.5)
+                top = [{"token": a, "logprob": v, "bytes": None} for a, v in alts[:k]]
+                content.append({"token": t, "logprob": own, "bytes": None, "top_logprobs": top})
+            choice["logprobs"] = {"content": content}
         if k_prompt is not None:
             body["prompt_logprobs"] = _prompt_logprobs(p_toks, values)
             body["prompt_token_ids"] = [_tid(t) for t in p_toks]
@@ -130,10 +132,12 @@ class FakeServer:
         latency: float = 0.0,
         responder: Responder = default_responder,
         prompt_scorer: PromptScorer | None = None,
+        alternatives: Alternatives | None = None,
     ) -> None:
         self.latency = latency
         self.responder = responder
         self.prompt_scorer = prompt_scorer  # scripted prompt logprobs (default all -1.0)
+        self.alternatives = alternatives  # scripted top logprobs of the answer's tokens
         self.actions: deque[Action] = deque()
         self.batch = fake_batch.BatchState()
         self.hits = 0
@@ -244,7 +248,9 @@ class FakeServer:
         batch = fake_batch.handle(
             self.batch,
             self.responder,
-            lambda req, text: completion_body(req, text, True, self.prompt_scorer),
+            lambda req, text: completion_body(
+                req, text, True, self.prompt_scorer, self.alternatives
+            ),
             method,
             path,
             headers,
@@ -289,7 +295,8 @@ class FakeServer:
             action.status, payload = 404, json.dumps({"error": {"message": "no route"}})
         else:
             text = action.text if action.text is not None else self.responder(request)
-            payload = json.dumps(completion_body(request, text, chat, self.prompt_scorer))
+            body = completion_body(request, text, chat, self.prompt_scorer, self.alternatives)
+            payload = json.dumps(body)
         data = payload.encode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in action.headers.items())
         writer.write(
