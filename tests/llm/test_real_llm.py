@@ -33,6 +33,7 @@ from autointerp.explainers.run import explain  # noqa: E402
 from autointerp.models import ENV_VAR, cpu_env_defaults, fetch, is_fetched  # noqa: E402
 from autointerp.models.serve import serve_command  # noqa: E402
 from autointerp.pipeline import run_pipeline  # noqa: E402
+from autointerp.scorers.judge_single import resolve_format  # noqa: E402
 from autointerp.scorers.run import score  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.timeout(1200)]
@@ -134,6 +135,7 @@ def test_in_process_vllm_explains_and_scores(
         assert r["prompt_tokens"] > 0 and r["completion_tokens"] > 0
     # the judge paths, with the planted true and shuffled explanations (known to be scoreable)
     cfg.score.simulation.mode = "json"
+    assert resolve_format(cfg.score.detection.format, cfg.llm.model) == "single"
     planted = planted_explanations("model.layers.0", [r.explanation for r in RULES])
     paths = score(
         planted_run,
@@ -205,6 +207,9 @@ def test_vllm_server_explains_and_scores(planted_run: Path, server: str) -> None
     cfg = load_config(
         None, _overrides(run, coder, f"openai:{NAME}", base_url=server, concurrency=8)
     )
+    # the numbered-batch judge format through a real model (the in-process test above gets
+    # the one-window format, `auto`'s choice for a catalog model)
+    cfg.score.detection.format = cfg.score.fuzzing.format = "batch"
     expl = pl.read_parquet(explain(run, cfg, progress=False))
     assert expl.height == len(RULES) and set(expl["status"]) <= {"ok", "failed"}
     assert expl["finish_reason"].is_in(["stop", "length"]).all()
