@@ -256,3 +256,23 @@ def test_cli_summary_and_report_show_the_audit(scored_run: Path, tmp_path: Path)
     empty = {"hookpoints": [], "explainers": [], "llm_stages": []}
     page = summary_html(empty, pl.DataFrame(), audit_summary(tmp_path))
     assert "Shortcut audit" in page and "LEAKING" in page and "highlight_at_24" in page
+
+
+def test_one_latent_is_not_audited_nor_called_clean() -> None:
+    """Cues are fitted on other latents: with one scored latent there is nothing to audit,
+    and the line says so instead of "no leak found" over NaN."""
+    summary = pl.DataFrame(
+        {
+            "scorer": ["detection", "detection", "fuzzing", "fuzzing"],
+            "config_hash": ["aaaaaa", "aaaaaa", "bbbbbb", "bbbbbb"],
+            "cue": [CEILING, "shown_tokens", CEILING, "shown_tokens"],
+            "mean": [float("nan"), float("nan"), 0.51, 0.50],
+            "ci_lo": [float("nan"), float("nan"), 0.50, 0.49],
+            "ci_hi": [float("nan"), float("nan"), 0.52, 0.51],
+            "chance": [0.5] * 4,
+            "latents": [0, 0, 3, 3],
+        }
+    )
+    det, fuzz = format_audit(summary)
+    assert "not audited" in det and "no leak" not in det and "nan" not in det
+    assert "no leak found" in fuzz and "3 latents" in fuzz

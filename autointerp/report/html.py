@@ -141,7 +141,9 @@ def audit_html(audit: pl.DataFrame) -> str:
                 "cue [95% CI]": ci(s),
                 "chance": CHANCE,
                 "latents": c["latents"] if c else 0,
-                "verdict": "LEAKING: an explanation-free judge beats chance by more than "
+                "verdict": "not audited: it needs 2 or more scored latents"
+                if not (c and c["latents"])
+                else "LEAKING: an explanation-free judge beats chance by more than "
                 f"{LEAK_MARGIN}; the score partly measures the cue"
                 if v["leaking"]
                 else f"no leak found (within chance + {LEAK_MARGIN})",

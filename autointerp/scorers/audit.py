@@ -409,6 +409,11 @@ def format_audit(summary: pl.DataFrame) -> list[str]:
     lines = []
     for v in verdicts(summary):
         s = v["max_single"]
+        head = f"shortcut audit {v['scorer']:<10} {str(v['config_hash'])[:6]:<7} "
+        audited = v["ceiling"]["latents"] if v["ceiling"] else 0
+        if not audited:  # cues are fitted on other latents: one latent cannot be audited
+            lines.append(head + "not audited: it needs 2 or more scored latents (--latents)")
+            continue
         word = (
             "LEAKING: an explanation-free judge beats chance by more than "
             f"{LEAK_MARGIN:.2f}; its score partly measures the cue, not the explanation"
@@ -416,9 +421,8 @@ def format_audit(summary: pl.DataFrame) -> list[str]:
             else f"no leak found (within chance + {LEAK_MARGIN:.2f})"
         )
         lines.append(
-            f"shortcut audit {v['scorer']:<10} {str(v['config_hash'])[:6]:<7} "
-            f"explanation-free ceiling {_ci(v['ceiling'])}, strongest cue "
+            f"{head}explanation-free ceiling {_ci(v['ceiling'])}, strongest cue "
             f"{s['cue'] if s else 'n/a'} {_ci(s)} (balanced accuracy, chance {CHANCE}; "
-            f"{v['ceiling']['latents'] if v['ceiling'] else 0} latents): {word}"
+            f"{audited} latents): {word}"
         )
     return lines
