@@ -17,6 +17,15 @@ SCORERS = (
 )
 
 
+# detection's and fuzzing's judge format
+_FORMAT_DOC = (
+    "'batch': examples_per_prompt numbered windows per prompt, one JSON list of 0/1; 'single': "
+    "one window per prompt, a Yes/No answer with P(yes) from its logprobs (small judges cannot "
+    "keep many verdicts apart); 'auto': single for a small local judge (in-process vLLM or a "
+    "catalog model of `autointerp models`), batch otherwise"
+)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -27,13 +36,7 @@ class DetectionConfig(_Section):
     )
     max_tokens: int = Field(200, gt=0, description="batch format's completion budget")
     logprobs: bool = Field(True, description="ask for top logprobs to get P(yes) for AUROC")
-    format: Literal["auto", "batch", "single"] = Field(
-        "auto",
-        description="'batch': examples_per_prompt numbered windows per prompt, one JSON list of "
-        "0/1; 'single': one window per prompt, a Yes/No answer with P(yes) from its logprobs "
-        "(small judges cannot keep many verdicts apart); 'auto': single for a small local "
-        "judge (in-process vLLM or a catalog model of `autointerp models`), batch otherwise",
-    )
+    format: Literal["auto", "batch", "single"] = Field("auto", description=_FORMAT_DOC)
 
 
 class FuzzingConfig(_Section):
@@ -43,13 +46,7 @@ class FuzzingConfig(_Section):
     )
     max_tokens: int = Field(200, gt=0, description="batch format's completion budget")
     logprobs: bool = True
-    format: Literal["auto", "batch", "single"] = Field(
-        "auto",
-        description="'batch': examples_per_prompt numbered windows per prompt, one JSON list of "
-        "0/1; 'single': one window per prompt, a Yes/No answer with P(yes) from its logprobs "
-        "(small judges cannot keep many verdicts apart); 'auto': single for a small local "
-        "judge (in-process vLLM or a catalog model of `autointerp models`), batch otherwise",
-    )
+    format: Literal["auto", "batch", "single"] = Field("auto", description=_FORMAT_DOC)
 
 
 class SimulationConfig(_Section):
