@@ -43,7 +43,10 @@ def resolve_format(fmt: Format, llm_model: str) -> Literal["batch", "single"]:
         return fmt
     from autointerp.models import catalog  # the catalog names the small local models
 
-    backend, name = parse_model_spec(llm_model)
+    try:
+        backend, name = parse_model_spec(llm_model)
+    except ValueError:  # a bare model name (an explainer's selection judge) or none
+        backend, name = "", llm_model
     return "single" if backend == "vllm" or name in catalog() else "batch"
 
 

@@ -97,6 +97,10 @@ def test_auto_format_is_single_for_small_local_judges_only() -> None:
     assert resolve_format("auto", "lexical") == "batch"
     assert resolve_format("batch", "vllm:smollm2-135m-instruct") == "batch"
     assert resolve_format("single", "openai:gpt-4o-mini") == "single"
+    # an explainer's selection judge names its model bare (best-of-k) or not at all (iterative)
+    assert resolve_format("auto", "gpt-4o-mini") == "batch"
+    assert resolve_format("auto", "") == "batch"
+    assert resolve_format("auto", "smollm2-135m-instruct") == "single"
 
 
 def test_detection_one_window_per_prompt(judge_server: FakeServer) -> None:
