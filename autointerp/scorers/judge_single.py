@@ -97,7 +97,8 @@ def request(
     **fields: str,
 ) -> LLMRequest:
     """The chat request of one window: the shared instructions, then ``user`` rendered with
-    the explanation first and the window (``example``) and ``fields`` after it."""
+    the window (``example``) and ``fields`` first and the explanation in the closing question
+    (what rescoring another explanation on the same window shares is its prefix)."""
     return LLMRequest.model_construct(
         prompt=None,
         prompt_logprobs=None,
