@@ -128,11 +128,15 @@ def main() -> None:
     record(args.out)
     from autointerp.cli import app
 
+    code: object = 0
     try:
-        app(command, standalone_mode=False)
+        # click returns the exit code of a failed command (one-line error) instead of exiting
+        code = app(command, standalone_mode=False)
     finally:
         print(json.dumps(summarize([args.out])))
         sys.stdout.flush()
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
