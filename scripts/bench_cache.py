@@ -70,6 +70,7 @@ def child_limit(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from autointerp.cache.budget import steady_heap
     from autointerp.cache.encode import SparseEncoder
     from autointerp.cache.prepare import prepare
 
@@ -79,7 +80,9 @@ def child_limit(args: argparse.Namespace) -> dict[str, Any]:
     bs = cfg.cache.batch_size
     jobs = prep.jobs
     coders = {j.hookpoint.spec: j.coder for j in jobs}
-    with SparseEncoder(
+    # the allocator settings the stage runs its forward under (budget.steady_heap): without
+    # them the limit pays page faults the stage does not, and comes out slower than the stage
+    with steady_heap(), SparseEncoder(
         prep.model, [j.hookpoint for j in jobs], coders, prep.device, prep.skip_first
     ) as enc:
         enc.encode(windows[:bs])  # warm-up
