@@ -8,6 +8,7 @@ import pytest
 
 from autointerp.explainers.parse import parse_explanation
 from autointerp.llm.types import LLMResponse, TokenLogprob, TopLogprob
+from autointerp.scorers.intruder import read_choice
 from autointerp.scorers.judge import probabilities_from_logprobs, read_answers
 from autointerp.scorers.simulation import (
     PLACEHOLDER,
@@ -186,6 +187,17 @@ def test_expected_digit() -> None:
     )
     assert expected_digit(split) == pytest.approx((0.3 * 9 + 0.1 * 1) / 0.4)
     assert expected_digit(TokenLogprob(token="x", logprob=0.0, top=[])) is None
+    # other scripts' digits (str.isdigit accepts them) are no values either: Qwen ranked "₀"
+    other = TokenLogprob(
+        token="0",
+        logprob=-1.0,
+        top=[
+            TopLogprob(token="₀", logprob=math.log(0.4)),
+            TopLogprob(token="²", logprob=math.log(0.1)),
+            TopLogprob(token=" 3", logprob=math.log(0.2)),
+        ],
+    )
+    assert expected_digit(other) == pytest.approx(3.0)
 
 
 def test_logprob_predictions_find_every_placeholder() -> None:
@@ -267,3 +279,14 @@ def test_the_placeholder_is_a_value_of_the_scale() -> None:
         ],
     )
     assert expected_digit(copied) == float(PLACEHOLDER)
+
+
+def test_intruder_choice_reads_ascii_numbers_only() -> None:
+    assert read_choice(resp(parsed={"intruder": " 3 "}), 5) == (2, None)
+    assert read_choice(resp(parsed={"intruder": 5}), 5) == (4, None)
+    # "²" passes str.isdigit but is no answer (int() would raise)
+    assert read_choice(resp(parsed={"intruder": "²"}), 5) == (
+        None,
+        "answer lacks an integer 'intruder'",
+    )
+    assert read_choice(resp(parsed={"intruder": 6}), 5)[1] == "intruder 6 is not between 1 and 5"

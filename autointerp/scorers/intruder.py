@@ -83,7 +83,7 @@ def read_choice(response: LLMResponse, n: int) -> tuple[int | None, str | None]:
         return None, response.error
     parsed = response.parsed
     value = parsed.get("intruder") if isinstance(parsed, dict) else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         return None, "answer lacks an integer 'intruder'"

@@ -104,14 +104,18 @@ def token_starts(prompt: str, positions: list[TokenLogprob]) -> list[int]:
     return starts
 
 
+ASCII_DIGITS = "0123456789"
+
+
 def expected_digit(pos: TokenLogprob) -> float | None:
     """Expected value over the single-digit tokens 0..9 (whitespace around them allowed) among
     the top alternatives, renormalised. Multi-digit tokens ("10" in some vocabularies) are not
-    values of the scale, so they count for nothing."""
+    values of the scale, so they count for nothing; nor do other scripts' digits (Qwen ranked
+    the subscript "₀", which ``str.isdigit`` accepts and ``int`` refuses)."""
     mass = total = 0.0
     for alt in pos.top:
         core = alt.token.strip()
-        if len(core) == 1 and core.isdigit():
+        if len(core) == 1 and core in ASCII_DIGITS:
             p = math.exp(alt.logprob)
             mass += p * int(core)
             total += p
