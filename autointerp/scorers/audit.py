@@ -20,9 +20,7 @@ as leaking in the summary and the report.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -208,8 +206,7 @@ def audit_items(
     k = min(n_folds, n_groups)
     fold_of = np.random.default_rng(seed).permutation(n_groups) % k
     fold = fold_of[group]
-
-    def one_fold(f: int) -> None:  # writes only the held-out latents' entries
+    for f in range(k):
         tr, te = fold != f, fold == f
         held = np.flatnonzero(fold_of == f)
         y_tr, p_tr = y[tr], (prompt[tr] if prompt is not None else None)
@@ -229,7 +226,7 @@ def audit_items(
             out[name][held] = ba[held]
             rules[name][held] = rule
         if y_tr.all() or not y_tr.any():
-            return
+            continue
         fit = np.flatnonzero(tr)
         if len(fit) > MAX_FIT_ROWS:  # a seeded subsample: the fit costs little more than it
             fit = np.sort(np.random.default_rng(seed + f).choice(fit, MAX_FIT_ROWS, False))
@@ -240,12 +237,6 @@ def audit_items(
             pred = picks(model.decision_function(x[te]), prompt[te])
         out[CEILING][held] = latent_ba(pred, y[te], group[te], n_groups)[held]
         rules[CEILING][held] = "logistic regression over all cues, fitted on other latents"
-
-    # the folds in threads: their sorts and the regression's array work release the GIL, and
-    # each fills its own latents' entries, so the result is the same as one after the other
-    _ceiling_model(seed)  # sklearn imported here once, not by two threads at a time
-    with ThreadPoolExecutor(min(k, os.cpu_count() or 1)) as pool:
-        list(pool.map(one_fold, range(k)))
     return out, rules
 
 
