@@ -3,8 +3,9 @@
 Runs, in one fresh process, what `autointerp demo` runs, in the same order: the imports of the
 CLI, the cache, sample, explain, score and report stages, then the printed previews and
 summary. Each step gets its wall seconds and its CPU seconds (this process's threads plus the
-scoring worker processes), so a run on a shared machine still shows where the time goes: the
-CPU shares barely move with load, the wall clock does. matplotlib's font cache starts empty
+worker processes; ``score_audit``: the shortcut audit's part of ``score``), so a run on a
+shared machine still shows where the time goes: the CPU shares barely move with load, the
+wall clock does. matplotlib's font cache starts empty
 (``MPLCONFIGDIR`` in a fresh temp folder) unless ``--warm`` is given, as on a first run.
 
     python scripts/profile_demo.py [--run-dir DIR] [--n-tokens 262144] [--warm]
@@ -70,6 +71,17 @@ def main() -> None:
     cfg = resolve_config(
         None, {**demo_config(run_dir), "cache.n_tokens": args.n_tokens, "score.scorers": names}
     )
+    import autointerp.scorers.run as score_run
+
+    audit_run = score_run.run_audit
+
+    def timed_audit(*a: Any, **k: Any) -> Any:  # the audit's share of the score step
+        t, c = time.perf_counter(), cpu_seconds()
+        result = audit_run(*a, **k)
+        steps["score_audit"] = {"wall_s": time.perf_counter() - t, "cpu_s": cpu_seconds() - c}
+        return result
+
+    score_run.run_audit = timed_audit
     out: dict[str, Any] = {}
     for stage in ("cache", "sample", "explain", "score", "report"):
         result = step(stage, lambda s=stage: run_pipeline(cfg, stages=[s], progress=False))

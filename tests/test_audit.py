@@ -115,6 +115,21 @@ def test_best_threshold_and_picks_match_brute_force() -> None:
     assert p.tolist() == [0.0, 0.5, 0.5, 0.0, 1.0]
 
 
+def test_best_threshold_whole_number_path_matches_the_sorted_one() -> None:
+    # whole-number cues are counted per value, others sorted: the same rule either way
+    rng = np.random.default_rng(5)
+    for x in (
+        rng.integers(-1, 40, 3000).astype(float),  # offsets (-1: none)
+        (rng.random(3000) < 0.1).astype(float),  # highlighted at an offset
+        rng.integers(0, 3, 3000).astype(float) * 1000.0,  # sparse values
+    ):
+        y = rng.random(len(x)) < 0.3 + 0.004 * np.clip(x, 0, 100)
+        t, up, ba = best_threshold(x, y)
+        # x + 0.5 is not whole: the sorted path; its rule is the same shifted by 0.5
+        t2, up2, ba2 = best_threshold(x + 0.5, y)
+        assert (t + 0.5, up, ba) == (t2, up2, ba2)
+
+
 def test_planted_position_leak_is_found() -> None:
     got = _audit(_items(60, 40, leak=True))
     assert got["highlight_at_24"] > 0.85  # "yes iff offset 24 highlighted"

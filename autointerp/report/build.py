@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import polars as pl
 
 from autointerp.output_views import read_views
-from autointerp.report import data, details, html, plots
+from autointerp.report import data, details, html
 from autointerp.scorers.audit import audit_summary
 from autointerp.scorers.summary import summarize
 from autointerp.text import vocab_for
@@ -52,44 +55,34 @@ def build_report(
     scorers = list(scores)
     index = data.latent_index(run_dir, scores)
 
-    figures: list[tuple[str, str]] = []
-    for name, df in scores.items():
-        plots.score_histograms(name, df, means, out / "plots" / f"scores_{name}.png")
-        figures.append((f"scores_{name}.png", f"{name}: distribution of its headline metrics"))
-    if scorers:
-        plots.score_vs_frequency(index, scorers, out / "plots" / "score_vs_frequency.png")
-        figures.append(("score_vs_frequency.png", "main metric vs log10 latent frequency"))
-        rho, n = data.agreement(index, scorers)
-        plots.agreement_matrix(rho, n, scorers, out / "plots" / "agreement.png")
-        figures.append(("agreement.png", "Spearman agreement between scorers' main metrics"))
-        pl.DataFrame(
-            {"scorer": scorers, **{s: rho[:, j] for j, s in enumerate(scorers)}}
-        ).write_csv(out / "plots" / "agreement.csv")
+    # the plots (matplotlib: its import, a first run's font cache, the drawing) in another
+    # process while this one writes the detail files, on a machine with a spare core
+    plotter = None
+    if (os.cpu_count() or 1) > 1:
+        from autointerp.runner.procs import die_with_parent
+
+        plotter = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
+    try:
+        drawn: Future | None = None
+        if plotter is not None:
+            drawn = plotter.submit(write_plots, out, scores, means, index, scorers)
+        else:
+            figures = write_plots(out, scores, means, index, scorers)
+        n_files = _write_details(run_dir, out, hps, index, scores, chunk, n_activating, n_contrast)
+        if drawn is not None:
+            figures = drawn.result()
+    finally:
+        if plotter is not None:
+            plotter.shutdown(cancel_futures=True)
 
     payload = html.index_payload(index, scorers, chunk)
     html.write_js(out / "data" / "index.js", "AUTOINTERP_INDEX", payload, assign=True)
 
-    expl = data.explanations(run_dir)
-    n_files = 0
-    for hp in hps:
-        model = data.cache_meta(run_dir, hp).get("model")
-        vocab = vocab_for(model) if model else vocab_for(run_config_model(run_dir))
-        expl_hp = details.by_hookpoint(expl, hp)
-        views = read_views(run_dir, hp)  # output-centric views, if the intervention stage ran
-        scores_hp = {name: details.by_hookpoint(df, hp) for name, df in scores.items()}
-        examples = details.ExampleRows(run_dir / "examples" / f"{hp}.parquet")
-        for first, latents in _chunks(run_dir, hp, index, chunk):
-            rows = details.latent_details(
-                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast, views,
-                examples,
-            )  # fmt: skip
-            by_latent = {d["latent"]: html.detail_payload(d) for d in rows}
-            html.write_js(
-                out / "latents" / hp / f"{first}.js",
-                "AUTOINTERP_CHUNK",
-                {"hookpoint": hp, "first": first, "latents": by_latent},
-            )
-            n_files += 1
     for asset in ("report.js", "report.css"):
         shutil.copyfile(html.ASSETS / asset, out / asset)
     title = f"autointerp report: {run_dir.resolve().name}"
@@ -119,3 +112,64 @@ def _chunks(run_dir: Path, hp: str, index: pl.DataFrame, chunk: int):
     for latent in sorted(ids):
         groups.setdefault(latent // chunk * chunk, []).append(latent)
     yield from groups.items()
+
+
+def write_plots(
+    out: Path,
+    scores: dict[str, pl.DataFrame],
+    means: pl.DataFrame,
+    index: pl.DataFrame,
+    scorers: list[str],
+) -> list[tuple[str, str]]:
+    """The PNG plots and ``agreement.csv`` under ``out/plots``; returns (file, caption) pairs."""
+    from autointerp.report import plots
+
+    figures: list[tuple[str, str]] = []
+    for name, df in scores.items():
+        plots.score_histograms(name, df, means, out / "plots" / f"scores_{name}.png")
+        figures.append((f"scores_{name}.png", f"{name}: distribution of its headline metrics"))
+    if scorers:
+        plots.score_vs_frequency(index, scorers, out / "plots" / "score_vs_frequency.png")
+        figures.append(("score_vs_frequency.png", "main metric vs log10 latent frequency"))
+        rho, n = data.agreement(index, scorers)
+        plots.agreement_matrix(rho, n, scorers, out / "plots" / "agreement.png")
+        figures.append(("agreement.png", "Spearman agreement between scorers' main metrics"))
+        pl.DataFrame(
+            {"scorer": scorers, **{s: rho[:, j] for j, s in enumerate(scorers)}}
+        ).write_csv(out / "plots" / "agreement.csv")
+    return figures
+
+
+def _write_details(
+    run_dir: Path,
+    out: Path,
+    hps: list[str],
+    index: pl.DataFrame,
+    scores: dict[str, pl.DataFrame],
+    chunk: int,
+    n_activating: int,
+    n_contrast: int,
+) -> int:
+    """The per-latent detail files (``latents/<hookpoint>/<first>.js``); returns how many."""
+    expl = data.explanations(run_dir)
+    n_files = 0
+    for hp in hps:
+        model = data.cache_meta(run_dir, hp).get("model")
+        vocab = vocab_for(model) if model else vocab_for(run_config_model(run_dir))
+        expl_hp = details.by_hookpoint(expl, hp)
+        views = read_views(run_dir, hp)  # output-centric views, if the intervention stage ran
+        scores_hp = {name: details.by_hookpoint(df, hp) for name, df in scores.items()}
+        examples = details.ExampleRows(run_dir / "examples" / f"{hp}.parquet")
+        for first, latents in _chunks(run_dir, hp, index, chunk):
+            rows = details.latent_details(
+                run_dir, hp, latents, vocab, expl_hp, scores_hp, n_activating, n_contrast, views,
+                examples,
+            )  # fmt: skip
+            by_latent = {d["latent"]: html.detail_payload(d) for d in rows}
+            html.write_js(
+                out / "latents" / hp / f"{first}.js",
+                "AUTOINTERP_CHUNK",
+                {"hookpoint": hp, "first": first, "latents": by_latent},
+            )
+            n_files += 1
+    return n_files

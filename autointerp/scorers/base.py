@@ -115,9 +115,16 @@ def shown_columns(
     """What the judge was shown of a window, for the shortcut audit (``SHOWN_SCHEMA``): its
     length in tokens, how many special tokens (BOS, EOS) it shows, and the offsets and token
     ids of its highlighted tokens (null where nothing is highlighted by design)."""
+    special = row.get("n_special")  # counted when the windows were read (runner/examples.py)
+    if mask is None and special is not None:  # nothing highlighted: no array needed
+        return {
+            "shown_tokens": len(row["tokens"]),
+            "shown_special": special,
+            "highlighted": None,
+            "highlighted_ids": None,
+        }
     ids = np.asarray(row["tokens"], dtype=np.int64)
     on = None if mask is None else np.flatnonzero(np.asarray(mask, dtype=bool))
-    special = row.get("n_special")  # counted when the windows were read (runner/examples.py)
     return {
         "shown_tokens": len(ids),
         "shown_special": vocab.n_special(ids) if special is None else special,
@@ -128,9 +135,13 @@ def shown_columns(
 
 def window_columns(row: dict[str, Any], split: str) -> dict[str, Any]:
     """The columns that say which window an example row is (``WINDOW_SCHEMA``)."""
-    return {
+    return {  # written out (not a comprehension over the names): built once per window shown
         "split": split,
-        **{k: row[k] for k in ("kind", "sampler", "quantile", "seq_id", "start")},
+        "kind": row["kind"],
+        "sampler": row["sampler"],
+        "quantile": row["quantile"],
+        "seq_id": row["seq_id"],
+        "start": row["start"],
     }
 
 

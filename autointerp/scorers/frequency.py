@@ -53,11 +53,24 @@ def closest(
     return cands[fit[closest_row(idx, marks, target, log_counts)]]
 
 
-def closest_row(ids: np.ndarray, marks: np.ndarray, target: float, log_counts: np.ndarray) -> int:
-    """:func:`closest` over the rows of a matrix of masks (candidates x tokens of ``ids``):
-    the index of the first row whose marked tokens' mean log count is nearest ``target``."""
+def window_log_counts(log_counts: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log(1 + count) of each token of a window (ids outside the table clipped to it)."""
     idx = np.asarray(ids, dtype=np.int64)
-    counts = log_counts[np.minimum(np.maximum(idx, 0), len(log_counts) - 1)]
+    return log_counts[np.minimum(np.maximum(idx, 0), len(log_counts) - 1)]
+
+
+def closest_row(
+    ids: np.ndarray,
+    marks: np.ndarray,
+    target: float,
+    log_counts: np.ndarray,
+    counts: np.ndarray | None = None,
+) -> int:
+    """:func:`closest` over the rows of a matrix of masks (candidates x tokens of ``ids``):
+    the index of the first row whose marked tokens' mean log count is nearest ``target``.
+    ``counts``: ``window_log_counts(log_counts, ids)`` when the caller has it already."""
+    if counts is None:
+        counts = window_log_counts(log_counts, ids)
     n = marks.sum(axis=1)
     means = np.where(n > 0, (marks * counts).sum(axis=1) / np.maximum(n, 1), 0.0)
     return int(np.argmin(np.abs(means - target)))

@@ -23,7 +23,7 @@ import numpy as np
 
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import seeded_rng, shown_columns
-from autointerp.scorers.frequency import closest_row, mean_log_count, token_log_counts
+from autointerp.scorers.frequency import closest_row, token_log_counts, window_log_counts
 from autointerp.scorers.judge import BinaryJudgeScorer, Item, marks_list, window_meta
 
 
@@ -40,21 +40,26 @@ def wrong_mask(acts: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray
 class Marks:
     """The right highlight masks of a latent's activating windows and what the borrowing rules
     ask of each, computed once per latent: mark counts, lengths, the mean log count of the
-    marked tokens (``log_counts``: token_log_counts; 0 without), and per window length a
-    matrix of the masks of that length."""
+    marked tokens (``counts``: each window's window_log_counts, None without token counts;
+    or ``means`` given), and per window length a matrix of the masks of that length."""
 
     def __init__(
-        self, masks: list[np.ndarray], rows: list[dict[str, Any]], log_counts: np.ndarray | None
+        self,
+        masks: list[np.ndarray],
+        counts: list[np.ndarray] | None,
+        means: np.ndarray | None = None,
     ) -> None:
         self.masks = masks
         self.sums = np.array([int(m.sum()) for m in masks], dtype=np.int64)
         self.lens = np.array([len(m) for m in masks], dtype=np.int64)
-        self.means = np.array(
-            [
-                mean_log_count(log_counts, r["tokens"], m) if log_counts is not None else 0.0
-                for r, m in zip(rows, masks, strict=True)
-            ]
-        )
+        if means is None:  # frequency.mean_log_count of each window's marked tokens
+            means = np.array(
+                [
+                    float(c[m].mean()) if c is not None and m.any() else 0.0
+                    for c, m in zip(counts or [None] * len(masks), masks, strict=True)
+                ]
+            )
+        self.means = means
         self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def closest(
@@ -63,15 +68,18 @@ class Marks:
         cands: np.ndarray,
         target: float,
         log_counts: np.ndarray | None,
+        counts: np.ndarray | None = None,
     ) -> np.ndarray:
         """A copy of the first of the masks ``cands`` (indices, all of the window's length)
-        whose marked tokens of ``row`` are as frequent as ``target`` (frequency.closest)."""
+        whose marked tokens of ``row`` are as frequent as ``target`` (frequency.closest);
+        ``counts``: the row's window_log_counts when known."""
         first = self.masks[int(cands[0])]
         if log_counts is None or len(cands) == 1:
             return first.copy()
         idx, mat = self.of_length(len(first))
         rows = mat[np.searchsorted(idx, cands)]
-        return self.masks[int(cands[closest_row(row["tokens"], rows, target, log_counts)])].copy()
+        pick = closest_row(row["tokens"], rows, target, log_counts, counts)
+        return self.masks[int(cands[pick])].copy()
 
     def of_length(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices of the masks of ``length`` tokens, their masks as a matrix)."""
@@ -92,11 +100,13 @@ def borrowed_wrong_mask(
     marks: Marks,
     rng: np.random.Generator,
     log_counts: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Another window's mask (``marks.masks[j]``, ``j != own``) that marks only tokens where
     this window is silent: of those with as many marks as the window's own (any, if none), the
     one whose marked tokens are as frequent as its own marked ones (seeded order on ties); else
-    random silent tokens as many as its own marks; None when neither is possible."""
+    random silent tokens as many as its own marks; None when neither is possible. ``counts``:
+    the row's window_log_counts when known."""
     acts = np.asarray(row["activations"])
     n_own = int(marks.sums[own])
     order = rng.permutation(len(marks.masks))
@@ -111,7 +121,7 @@ def borrowed_wrong_mask(
         same = fits
     if not len(same):
         return wrong_mask(acts, n_own, rng)
-    return marks.closest(row, same, float(marks.means[own]), log_counts)
+    return marks.closest(row, same, float(marks.means[own]), log_counts, counts)
 
 
 def borrowed_mask(
@@ -160,14 +170,17 @@ class FuzzingScorer(BinaryJudgeScorer):
         n_wrong = round(self.config.fuzzing.wrong_fraction * len(act))
         wrong = set(rng.permutation(len(act))[:n_wrong].tolist()) if act else set()
         right = [highlight_mask(r["activations_norm"], thr) for r in act]
-        marks = Marks(right, act, counts)
+        # each activating window's token counts, once (its marks' mean, its borrowed marks)
+        own = [window_log_counts(counts, r["tokens"]) for r in act] if counts is not None else None
+        marks = Marks(right, own)
         lending = [i for i, m in enumerate(right) if m.any()]
-        lenders = Marks([right[i] for i in lending], [act[i] for i in lending], counts)
+        lenders = Marks([right[i] for i in lending], None, marks.means[lending])
         made: dict[int, Item] = {}
         for i, r in enumerate(act):
             mask, variant = right[i], "correct"
             if i in wrong:
-                moved = borrowed_wrong_mask(r, i, marks, rng, counts)
+                row_counts = own[i] if own is not None else None
+                moved = borrowed_wrong_mask(r, i, marks, rng, counts, row_counts)
                 if moved is not None:
                     mask, variant = moved, "wrong"
             made[id(r)] = self._item(ex, mask, variant == "correct", r, split, variant)
