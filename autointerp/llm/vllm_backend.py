@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import queue
-import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +99,7 @@ class Engine:
         self._llm: Any = None
         self._init_error: BaseException | None = None
         self._abort = False
-        self._reaper: subprocess.Popen[bytes] | None = None
+        self._reaper: reaper.Reaper | None = None
         self.users = 0  # backends holding it (registry bookkeeping)
 
     def submit(self, job: _Job) -> None:
@@ -142,26 +141,37 @@ class Engine:
         log.info("starting vLLM engine for %s (dtype %s)", self.model, dtype)
         me = psutil.Process()
         before = {p.pid for p in me.children()}
-        llm = LLM(
-            self._path,
-            max_model_len=c.max_model_len,
-            gpu_memory_utilization=c.gpu_memory_utilization,
-            tensor_parallel_size=c.tensor_parallel_size,
-            dtype=dtype,  # type: ignore[arg-type]
-            enforce_eager=(not has_cuda()) if c.enforce_eager is None else c.enforce_eager,
-            seed=c.seed,
-            structured_outputs_config=(
-                {"backend": "xgrammar", "disable_any_whitespace": True} if c.compact_json else None
-            ),
-            **extra,
-        )
+        watcher = reaper.Reaper()  # before the load: a kill while it loads is covered too
+        try:
+            llm = LLM(
+                self._path,
+                max_model_len=c.max_model_len,
+                gpu_memory_utilization=c.gpu_memory_utilization,
+                tensor_parallel_size=c.tensor_parallel_size,
+                dtype=dtype,  # type: ignore[arg-type]
+                enforce_eager=(not has_cuda()) if c.enforce_eager is None else c.enforce_eager,
+                seed=c.seed,
+                structured_outputs_config=(
+                    {"backend": "xgrammar", "disable_any_whitespace": True}
+                    if c.compact_json
+                    else None
+                ),
+                **extra,
+            )
+        except BaseException:
+            watcher.stop()  # vLLM ended what it had started
+            raise
         # the engine's processes (not multiprocessing's resource tracker, which ends by itself)
-        new = [
-            p.pid
-            for p in me.children()
-            if p.pid not in before and "resource_tracker" not in " ".join(_cmdline(p))
-        ]
-        self._reaper = reaper.start(new)
+        watcher.watch(
+            [
+                p.pid
+                for p in me.children()
+                if p.pid not in before
+                and p.pid != watcher.proc.pid
+                and "resource_tracker" not in " ".join(_cmdline(p))
+            ]
+        )
+        self._reaper = watcher
         return llm
 
     def _serve(self) -> None:
@@ -295,8 +305,7 @@ class Engine:
             except Exception:  # best effort at exit
                 log.debug("vLLM engine shutdown raised", exc_info=True)
         if watcher is not None:  # its processes are gone (or going): it has nothing to watch
-            watcher.kill()
-            watcher.wait()
+            watcher.stop()
 
     @staticmethod
     def _sampling(request: LLMRequest) -> Any:

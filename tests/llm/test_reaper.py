@@ -1,6 +1,8 @@
 """The reaper ends a dead parent's engine processes (and theirs), however the parent died,
-and leaves them alone while the parent lives. A stand-in process tree replaces vLLM's
-EngineCore and Worker (tests/llm/test_real_llm.py does it with the real engine)."""
+and leaves them alone while the parent lives; killed while the engine loads (before the
+reaper is told its processes), it ends what appeared under the parent meanwhile. A stand-in
+process tree replaces vLLM's EngineCore and Worker (tests/llm/test_real_llm.py does it with
+the real engine)."""
 
 from __future__ import annotations
 
@@ -15,20 +17,23 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# a parent that starts an "engine" which starts a "worker", hands the engine to the reaper
-# and waits; it prints the three pids
+# a parent that starts a reaper and an "engine", which starts a "worker"; with "named" it
+# then names the engine to the reaper (after a load), with "loading" it never does (killed
+# while loading); it prints the pids of the engine, the worker and the reaper, and waits
 PARENT = """
 import subprocess, sys, time
+import psutil
 from autointerp.llm import reaper
+watcher = reaper.Reaper()
 worker = "import time; time.sleep(120)"
 engine = subprocess.Popen([sys.executable, "-c",
     f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); "
     "time.sleep(120)"])
-while not __import__("psutil").Process(engine.pid).children():
+while not psutil.Process(engine.pid).children():
     time.sleep(0.05)
-watcher = reaper.start([engine.pid])
-print(engine.pid, __import__("psutil").Process(engine.pid).children()[0].pid, watcher.pid,
-      flush=True)
+if sys.argv[1] == "named":
+    watcher.watch([engine.pid])
+print(engine.pid, psutil.Process(engine.pid).children()[0].pid, watcher.proc.pid, flush=True)
 time.sleep(120)
 """
 
@@ -40,10 +45,10 @@ def _gone(p: psutil.Process) -> bool:
         return True
 
 
-def _start() -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+def _start(mode: str = "named") -> tuple[subprocess.Popen[str], list[psutil.Process]]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", PARENT, mode], stdout=subprocess.PIPE, text=True, env=env
     )
     assert parent.stdout is not None
     pids = [int(x) for x in parent.stdout.readline().split()]
@@ -57,9 +62,12 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return [p for p in procs if not _gone(p)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_engine_tree_dies_with_its_parent(sig: signal.Signals) -> None:
-    parent, procs = _start()
+@pytest.mark.parametrize(
+    ("sig", "mode"),
+    [(signal.SIGKILL, "named"), (signal.SIGTERM, "named"), (signal.SIGKILL, "loading")],
+)
+def test_engine_tree_dies_with_its_parent(sig: signal.Signals, mode: str) -> None:
+    parent, procs = _start(mode)
     try:
         time.sleep(1.0)  # several polls while the parent lives: nothing is touched
         assert not any(_gone(p) for p in procs)
