@@ -89,6 +89,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict[str, object]:
         raise SystemExit(f"variant {name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     line = lines[-1]
     result = {"variant": name, **json.loads(line.removeprefix("RESULT "))}
+    # vLLM's own account of its OpenMP binding (its log): the model's cores, the reserved ones
+    for key in ("core ids=", "reserved_cpus="):
+        logged = (proc.stdout + proc.stderr).splitlines()
+        found = [x.split(key, 1)[1].strip() for x in logged if key in x]
+        result[key.rstrip("=").replace(" ", "_")] = found[-1] if found else None
     print(json.dumps(result), flush=True)
     return result
 
