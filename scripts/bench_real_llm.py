@@ -53,7 +53,7 @@ def main() -> None:
     from autointerp.config import load_config
     from autointerp.explainers.run import explain
     from autointerp.llm import vllm_backend
-    from autointerp.models import fetch
+    from autointerp.models import fetch, resolve_model
     from autointerp.pipeline import demo_config, run_pipeline
     from autointerp.scorers.run import score
 
@@ -86,11 +86,11 @@ def main() -> None:
     cfg = load_config(None, overrides)
 
     # -- 1. the pipeline, recording requests, engine start-ups and metrics -------------------
-    Backend = vllm_backend.VLLMBackend
+    Backend, Engine = vllm_backend.VLLMBackend, vllm_backend.Engine
     requests: list[Any] = []
     startup = [0.0]
     metrics: list[dict[str, float]] = []
-    build, shutdown, complete = Backend._build, Backend._shutdown, Backend.complete
+    build, shutdown, complete = Engine._build, Engine._shutdown, Backend.complete
 
     def timed_build(self: Any) -> Any:
         t0 = time.monotonic()
@@ -108,12 +108,13 @@ def main() -> None:
         requests.append(request)
         return await complete(self, request)
 
-    Backend._build, Backend._shutdown, Backend.complete = timed_build, metered_shutdown, recorded
+    Engine._build, Engine._shutdown, Backend.complete = timed_build, metered_shutdown, recorded
     t0 = time.monotonic()
     explain(run, cfg, latents=latents, progress=False)
     paths = score(run, cfg, scorers=["detection"], latents=latents, progress=False)
     total = time.monotonic() - t0
-    Backend._build, Backend._shutdown, Backend.complete = build, shutdown, complete
+    vllm_backend.close_engines()  # the stages' one engine: its metrics, then its memory
+    Engine._build, Engine._shutdown, Backend.complete = build, shutdown, complete
     pipeline_s = total - startup[0]
 
     expl = pl.read_parquet(run / "explanations.parquet").filter(pl.col("explainer") == "default")
@@ -125,7 +126,7 @@ def main() -> None:
     n_failed = int((expl["status"] != "ok").sum()) + int(det_prompts["error"].is_not_null().sum())
 
     # -- 2. the same requests in one engine call ---------------------------------------------
-    engine = Backend(cfg.llm)
+    engine = Engine(cfg.llm.model_name, resolve_model(cfg.llm.model_name), cfg.llm.vllm)
     llm = engine._build()
     chats = [r for r in requests if r.messages is not None]
     params = [engine._sampling(r) for r in chats]

@@ -23,6 +23,16 @@ def pytest_configure(config: pytest.Config) -> None:
         mutation_check.apply(name)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _close_vllm_engines() -> object:
+    """In-process vLLM engines stay loaded for the next stage of a process; a test module's
+    are closed at its end (not at exit, when pytest has closed the streams vLLM logs to)."""
+    yield
+    backend = sys.modules.get("autointerp.llm.vllm_backend")
+    if backend is not None:
+        backend.close_engines()
+
+
 def build_tiny_llama(path: Path, vocab_size: int = 96, hidden: int = 32, layers: int = 2) -> Path:
     """Save a tiny random Llama and a matching byte-level tokenizer to ``path``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -7,21 +7,33 @@ running batch and answers each job as soon as its request finishes. A request th
 while others generate joins them at the next step instead of waiting for the whole batch (a
 stage's requests trickle in as latents are prepared, and a re-ask depends on an answer).
 Structured outputs and prompt logprobs use vLLM's own parameters.
+
+One engine per model and engine settings per process: the backends of a process's stages
+(explain, then score) share it through a registry instead of each loading the model again.
+A backend's ``aclose`` releases it; it stays loaded for the next stage until a backend with
+other settings needs the memory (idle engines are closed first), :func:`close_engines`, or
+the end of the process. vLLM's engine processes would outlive a killed parent: a reaper
+process (:mod:`autointerp.llm.reaper`) ends them when this process dies, however it dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import json
 import logging
 import math
 import os
 import queue
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from autointerp.llm import reaper
 from autointerp.llm.base import Backend, FatalError
-from autointerp.llm.config import LLMConfig
+from autointerp.llm.config import LLMConfig, VLLMEngineConfig
 from autointerp.llm.types import LLMRequest, LLMResponse, TokenLogprob, TopLogprob
 from autointerp.models import (
     CPU_BLOCK_SIZE,
@@ -45,7 +57,9 @@ class _Job:
             if not self.future.done():
                 fn(value)
 
-        self.loop.call_soon_threadsafe(apply)
+        # a closed loop (the caller abandoned the request): no one waits for the answer
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(apply)
 
     def resolve(self, response: LLMResponse) -> None:
         self._set(self.future.set_result, response)
@@ -60,41 +74,50 @@ def _external_id(request_id: str) -> str:
     return request_id.split("-", 1)[0]
 
 
+def _cmdline(p: Any) -> list[str]:
+    try:
+        return list(p.cmdline())
+    except Exception:  # gone, or not ours to read
+        return []
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else -1e9
 
 
-class VLLMBackend(Backend):
-    name = "vllm"
-    local = True
-    # the engine bounds its own batch (llm.vllm.max_batch); the client's concurrency slots
-    # (sized for a remote API) would cap the batch below what the engine can take
-    limited = False
+class Engine:
+    """One ``vllm.LLM`` served by its own thread; shared by every :class:`VLLMBackend` of the
+    same model and settings in this process (see :func:`acquire`)."""
 
-    def __init__(self, config: LLMConfig) -> None:
-        self.model = config.model_name
-        # a catalog name (`autointerp models fetch NAME`) -> its folder; fails here, before work
-        self._path = resolve_model(self.model)
-        self._cfg = config.vllm
+    def __init__(self, model: str, path: str | Path, cfg: VLLMEngineConfig) -> None:
+        self.model = model
+        self._path = str(path)
+        self._cfg = cfg
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._llm: Any = None
         self._init_error: BaseException | None = None
+        self._abort = False
+        self._reaper: reaper.Reaper | None = None
+        self.users = 0  # backends holding it (registry bookkeeping)
 
-    # -- async side -------------------------------------------------------------------------
-    async def complete(self, request: LLMRequest) -> LLMResponse:
+    def submit(self, job: _Job) -> None:
         self._ensure_thread()
-        loop = asyncio.get_running_loop()
-        job = _Job(request, loop.create_future(), loop)
         self._queue.put(job)
-        return await job.future
 
-    async def aclose(self) -> None:
+    def close(self, abort: bool = False, timeout: float | None = None) -> None:
+        """Stop the thread (after the running requests; ``abort``: failing them) and shut the
+        engine down; a thread still in an engine step after ``timeout`` is left to die with
+        the engine it uses."""
         if self._thread is not None:
+            self._abort = abort
             self._queue.put(None)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("vLLM engine thread still busy after %ss: shutting it down", timeout)
+        self._thread = None
+        self._shutdown()
 
     # -- engine thread ----------------------------------------------------------------------
     def _ensure_thread(self) -> None:
@@ -104,6 +127,7 @@ class VLLMBackend(Backend):
                 self._thread.start()
 
     def _build(self) -> Any:
+        import psutil
         from vllm import LLM
 
         c = self._cfg
@@ -115,19 +139,40 @@ class VLLMBackend(Backend):
         if not has_cuda():
             extra.setdefault("block_size", CPU_BLOCK_SIZE)  # prefix cache: short prefixes too
         log.info("starting vLLM engine for %s (dtype %s)", self.model, dtype)
-        return LLM(
-            self._path,
-            max_model_len=c.max_model_len,
-            gpu_memory_utilization=c.gpu_memory_utilization,
-            tensor_parallel_size=c.tensor_parallel_size,
-            dtype=dtype,  # type: ignore[arg-type]
-            enforce_eager=(not has_cuda()) if c.enforce_eager is None else c.enforce_eager,
-            seed=c.seed,
-            structured_outputs_config=(
-                {"backend": "xgrammar", "disable_any_whitespace": True} if c.compact_json else None
-            ),
-            **extra,
+        me = psutil.Process()
+        before = {p.pid for p in me.children()}
+        watcher = reaper.Reaper()  # before the load: a kill while it loads is covered too
+        try:
+            llm = LLM(
+                self._path,
+                max_model_len=c.max_model_len,
+                gpu_memory_utilization=c.gpu_memory_utilization,
+                tensor_parallel_size=c.tensor_parallel_size,
+                dtype=dtype,  # type: ignore[arg-type]
+                enforce_eager=(not has_cuda()) if c.enforce_eager is None else c.enforce_eager,
+                seed=c.seed,
+                structured_outputs_config=(
+                    {"backend": "xgrammar", "disable_any_whitespace": True}
+                    if c.compact_json
+                    else None
+                ),
+                **extra,
+            )
+        except BaseException:
+            watcher.stop()  # vLLM ended what it had started
+            raise
+        # the engine's processes (not multiprocessing's resource tracker, which ends by itself)
+        watcher.watch(
+            [
+                p.pid
+                for p in me.children()
+                if p.pid not in before
+                and p.pid != watcher.proc.pid
+                and "resource_tracker" not in " ".join(_cmdline(p))
+            ]
         )
+        self._reaper = watcher
+        return llm
 
     def _serve(self) -> None:
         try:
@@ -137,10 +182,12 @@ class VLLMBackend(Backend):
             self._init_error = e
         running: dict[str, _Job] = {}
         stop = False
-        while not stop or running:
+        while (not stop or running) and not self._abort:
             stop = self._admit(running, block=not running) or stop
-            if running:
+            if running and not self._abort:
                 self._step(running)
+        for job in running.values():
+            job.fail(FatalError("vLLM engine closed"))
         self._shutdown()
 
     def _admit(self, running: dict[str, _Job], block: bool) -> bool:
@@ -248,13 +295,17 @@ class VLLMBackend(Backend):
                 job.fail(FatalError(f"could not read vLLM output: {e!r}"))
 
     def _shutdown(self) -> None:
-        llm, self._llm = self._llm, None
+        with self._lock:
+            llm, self._llm = self._llm, None
+            watcher, self._reaper = self._reaper, None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             try:
                 core.shutdown()
             except Exception:  # best effort at exit
                 log.debug("vLLM engine shutdown raised", exc_info=True)
+        if watcher is not None:  # its processes are gone (or going): it has nothing to watch
+            watcher.stop()
 
     @staticmethod
     def _sampling(request: LLMRequest) -> Any:
@@ -283,7 +334,7 @@ class VLLMBackend(Backend):
             finish_reason=gen.finish_reason,
             prompt_tokens=len(out.prompt_token_ids or []),
             completion_tokens=len(gen.token_ids),
-            backend=self.name,
+            backend=VLLMBackend.name,
             model=self.model,
         )
         if request.logprobs is not None and gen.logprobs is not None:
@@ -316,3 +367,87 @@ class VLLMBackend(Backend):
                 for tid, lp in ranked
             ],
         )
+
+
+# -- one engine per model and settings in this process ------------------------------------------
+_engines: dict[str, Engine] = {}
+_registry_lock = threading.Lock()
+CLOSE_TIMEOUT_S = 10.0  # at exit: how long a running engine step may delay the shutdown
+
+
+def _key(model: str, path: str | Path, cfg: VLLMEngineConfig) -> str:
+    return json.dumps([model, str(path), cfg.model_dump(mode="json")], sort_keys=True)
+
+
+def acquire(model: str, path: str | Path, cfg: VLLMEngineConfig) -> Engine:
+    """The engine of ``model`` with settings ``cfg``: the one already loaded in this process,
+    else a new one (loaded on its first request), after closing the engines no backend holds
+    (a stage with another model or settings gets the memory of the previous stage's)."""
+    key = _key(model, path, cfg)
+    with _registry_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            idle = [k for k, e in _engines.items() if e.users == 0]
+            for k in idle:
+                log.info("closing the idle vLLM engine of %s", _engines[k].model)
+                _engines.pop(k).close()
+            if not _engines and not idle:
+                atexit.unregister(close_engines)
+                atexit.register(close_engines)
+            engine = _engines[key] = Engine(model, path, cfg)
+        else:
+            log.info("reusing the loaded vLLM engine of %s", model)
+        engine.users += 1
+    return engine
+
+
+def release(engine: Engine) -> None:
+    """A backend is done with ``engine``: it stays loaded for the next one, unless it failed to
+    start (the next backend then tries again)."""
+    with _registry_lock:
+        engine.users -= 1
+        failed = engine.users == 0 and engine._init_error is not None
+        if failed:
+            for k, e in list(_engines.items()):
+                if e is engine:
+                    del _engines[k]
+    if failed:
+        engine.close()
+
+
+def close_engines() -> None:
+    """Shut down every engine of this process now, failing their running requests (at exit,
+    and for a library caller that wants the memory back)."""
+    with _registry_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.close(abort=True, timeout=CLOSE_TIMEOUT_S)
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+    local = True
+    # the engine bounds its own batch (llm.vllm.max_batch); the client's concurrency slots
+    # (sized for a remote API) would cap the batch below what the engine can take
+    limited = False
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.model = config.model_name
+        # a catalog name (`autointerp models fetch NAME`) -> its folder; fails here, before work
+        self._path = resolve_model(self.model)
+        self._cfg = config.vllm
+        self._engine: Engine | None = None
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        if self._engine is None:
+            self._engine = acquire(self.model, self._path, self._cfg)
+        loop = asyncio.get_running_loop()
+        job = _Job(request, loop.create_future(), loop)
+        self._engine.submit(job)
+        return await job.future
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            release(engine)

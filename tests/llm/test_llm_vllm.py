@@ -87,14 +87,14 @@ def test_vllm_structured_output_and_prompt_logprobs(
         async with create_client(config, tmp_path) as client:
             first = await client.generate_many([chat, raw])
             again = await client.generate(chat)
-            backend = client.backend
-            step = backend._step
+            engine = client.backend._engine  # the process's engine of this model
+            step = engine._step
 
             def counted(running):  # noqa: ANN001, ANN202
                 steps.append(len(running))
                 return step(running)
 
-            backend._step = counted
+            engine._step = counted
             long_task = asyncio.ensure_future(client.generate(long))
             while len(steps) < 3:
                 await asyncio.sleep(0.001)

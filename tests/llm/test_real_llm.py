@@ -10,11 +10,14 @@ The model is converted once per test session (`autointerp.models.fetch` into a t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -232,3 +235,65 @@ def test_vllm_server_explains_and_scores(planted_run: Path, server: str) -> None
         assert all(e.startswith(("unparseable JSON", "invalid answer")) for e in bad), bad
     errors = [e for df in scores.values() for e in df["error"].drop_nulls()]
     assert not [e for e in errors + expl["error"].drop_nulls().to_list() if "timeout" in e]
+
+
+# a process that loads SmolLM2 in-process (one request) and waits to be killed
+_ENGINE_HOLDER = """
+import asyncio, sys, time
+from autointerp.config import load_config
+from autointerp.llm.client import make_backend
+from autointerp.llm.types import LLMRequest
+
+def main():
+    cfg = load_config(None, {"llm": {"model": sys.argv[1], "vllm": %r}})
+    backend = make_backend(cfg.llm)
+    request = LLMRequest(prompt="def", sampling={"max_tokens": 2})
+    print("READY", asyncio.run(backend.complete(request)).completion_tokens, flush=True)
+    time.sleep(600)
+
+if __name__ == "__main__":  # vLLM spawns its engine process: the main module is re-imported
+    main()
+"""
+
+
+def test_killed_parent_leaves_no_engine_process(models_root: Path, tmp_path: Path) -> None:
+    """SIGTERM's default action skips atexit, and vLLM's EngineCore does not watch its parent:
+    without the reaper the engine processes outlived the parent (seen: 35 minutes)."""
+    import psutil
+
+    script = tmp_path / "hold_engine.py"
+    script.write_text(_ENGINE_HOLDER % (VLLM,))
+    env = {**os.environ, ENV_VAR: str(models_root)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), f"vllm:{NAME}"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    children: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        line = "vLLM logs on stdout too"
+        while line and not line.startswith("READY"):
+            line = proc.stdout.readline()
+        assert line.startswith("READY"), f"the engine did not start (exit {proc.poll()})"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = [c.name() for c in children]
+        assert any("EngineCore" in n for n in names), names
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+        def alive() -> list[str]:
+            out = []
+            for c in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    if c.is_running() and c.status() != psutil.STATUS_ZOMBIE:
+                        out.append(c.name())
+            return out
+
+        deadline = time.monotonic() + 15
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive() == []
+    finally:
+        proc.kill()
+        for c in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c.kill()
