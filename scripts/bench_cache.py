@@ -82,9 +82,12 @@ def child_limit(args: argparse.Namespace) -> dict[str, Any]:
     coders = {j.hookpoint.spec: j.coder for j in jobs}
     # the allocator settings the stage runs its forward under (budget.steady_heap): without
     # them the limit pays page faults the stage does not, and comes out slower than the stage
-    with steady_heap(), SparseEncoder(
-        prep.model, [j.hookpoint for j in jobs], coders, prep.device, prep.skip_first
-    ) as enc:
+    with (
+        steady_heap(),
+        SparseEncoder(
+            prep.model, [j.hookpoint for j in jobs], coders, prep.device, prep.skip_first
+        ) as enc,
+    ):
         enc.encode(windows[:bs])  # warm-up
         t0 = time.perf_counter()
         nnz = 0
