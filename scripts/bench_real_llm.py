@@ -118,12 +118,19 @@ def main() -> None:
     pipeline_s = total - startup[0]
 
     expl = pl.read_parquet(run / "explanations.parquet").filter(pl.col("explainer") == "default")
-    det = pl.read_parquet(str(paths["detection"]).replace(".parquet", ".examples.parquet"))
-    det_prompts = det.select("hookpoint", "latent", "explanation_id", "prompt", "error").unique(
-        ["hookpoint", "latent", "explanation_id", "prompt"]
-    )
-    n_answers = expl.height + det_prompts.height
-    n_failed = int((expl["status"] != "ok").sum()) + int(det_prompts["error"].is_not_null().sum())
+    # no examples file when no latent got a usable explanation (nothing was judged)
+    det_path = Path(str(paths["detection"]).replace(".parquet", ".examples.parquet"))
+    n_prompts = n_prompt_errors = 0
+    if det_path.is_file():
+        det_prompts = (
+            pl.read_parquet(det_path)
+            .select("hookpoint", "latent", "explanation_id", "prompt", "error")
+            .unique(["hookpoint", "latent", "explanation_id", "prompt"])
+        )
+        n_prompts = det_prompts.height
+        n_prompt_errors = int(det_prompts["error"].is_not_null().sum())
+    n_answers = expl.height + n_prompts
+    n_failed = int((expl["status"] != "ok").sum()) + n_prompt_errors
 
     # -- 2. the same requests in one engine call ---------------------------------------------
     engine = Engine(cfg.llm.model_name, resolve_model(cfg.llm.model_name), cfg.llm.vllm)
