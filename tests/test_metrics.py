@@ -17,8 +17,8 @@ from autointerp.scorers.metrics import (
     accuracy_metrics,
     binary_metrics,
     mean_ci,
-    pearson_metrics,
 )
+from autointerp.scorers.metrics_pearson import pearson_metrics
 
 sk = pytest.importorskip("sklearn.metrics")
 

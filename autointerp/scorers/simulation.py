@@ -40,7 +40,7 @@ from autointerp.scorers.base import (
     window_columns,
 )
 from autointerp.scorers.judge import batches, greedy, system_message
-from autointerp.scorers.metrics import pearson_metrics
+from autointerp.scorers.metrics_pearson import pearson_metrics
 from autointerp.text import excerpts
 
 # The value written at every placeholder: a digit, so the judge's own token there is a value
