@@ -164,39 +164,21 @@ def test_simulation_json_validation() -> None:
     assert read_json_predictions(resp(error="timeout"), [2, 2]) == [(None, "timeout")] * 2
 
 
+def _placeholder(**alternatives: float) -> TokenLogprob:
+    """A placeholder position whose top alternatives are ``token=probability``."""
+    top = [TopLogprob(token=t, logprob=math.log(p)) for t, p in alternatives.items()]
+    return TokenLogprob(token="0", logprob=-1.0, top=top)
+
+
 def test_expected_digit() -> None:
-    pos = TokenLogprob(
-        token="unknown",
-        logprob=-5.0,
-        top=[
-            TopLogprob(token="0", logprob=math.log(0.5)),
-            TopLogprob(token=" 10", logprob=math.log(0.25)),
-            TopLogprob(token="unknown", logprob=math.log(0.2)),
-            TopLogprob(token="4", logprob=math.log(0.05)),
-        ],
-    )
+    pos = _placeholder(**{"0": 0.5, " 10": 0.25, "unknown": 0.2, "4": 0.05})
     # " 10" is no value of the 0..9 scale (some tokenizers split it, some do not)
     assert expected_digit(pos) == pytest.approx((0.05 * 4) / 0.55)
-    split = TokenLogprob(
-        token="unknown",
-        logprob=-5.0,
-        top=[
-            TopLogprob(token="\t9", logprob=math.log(0.3)),
-            TopLogprob(token="1", logprob=math.log(0.1)),
-        ],
-    )
+    split = _placeholder(**{"\t9": 0.3, "1": 0.1})
     assert expected_digit(split) == pytest.approx((0.3 * 9 + 0.1 * 1) / 0.4)
     assert expected_digit(TokenLogprob(token="x", logprob=0.0, top=[])) is None
     # other scripts' digits (str.isdigit accepts them) are no values either: Qwen ranked "₀"
-    other = TokenLogprob(
-        token="0",
-        logprob=-1.0,
-        top=[
-            TopLogprob(token="₀", logprob=math.log(0.4)),
-            TopLogprob(token="²", logprob=math.log(0.1)),
-            TopLogprob(token=" 3", logprob=math.log(0.2)),
-        ],
-    )
+    other = _placeholder(**{"₀": 0.4, "²": 0.1, " 3": 0.2})
     assert expected_digit(other) == pytest.approx(3.0)
 
 
