@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,15 @@ def run_ray(
     """Run ``fn`` on every payload as Ray tasks, at most ``workers`` at once, each on one CPU
     (and ``num_gpus`` GPUs: the cache stage's forward pass on GPU workers)."""
     ray = connect(address)
-    task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries)(_task)
+    # a task that found the run's SQLite answer cache locked (another task merging a killed
+    # worker's answers into it) is retried like one whose worker died: tasks resume from
+    # what is cached, so a retry pays for nothing twice
+    task = ray.remote(
+        num_cpus=1,
+        num_gpus=num_gpus,
+        max_retries=retries,
+        retry_exceptions=[sqlite3.OperationalError],
+    )(_task)
     todo = list(enumerate(payloads))[::-1]
     pending: dict[Any, int] = {}
     run = str(Path(run_dir).resolve())
