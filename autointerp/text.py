@@ -120,6 +120,18 @@ def one_line(text: str) -> str:
     return text.replace("\n", NEWLINE)
 
 
+@lru_cache(maxsize=1 << 16)
+def json_string(s: str) -> str:
+    """``json.dumps(s, ensure_ascii=False)``, kept: tokens repeat across windows."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def json_strings(strings: Sequence[str]) -> str:
+    """``json.dumps(list(strings), ensure_ascii=False)``, character for character, from the
+    kept quotings of each string (the simulation prompt's windows)."""
+    return "[" + ", ".join(map(json_string, strings)) + "]"
+
+
 def excerpts(texts: Sequence[str]) -> str:
     """Windows as numbered blocks: ``1.`` on its own line, then the window's text (which may
     span lines); blocks separated by a blank line. (Half the tokens of ``Excerpt 1:``.)"""

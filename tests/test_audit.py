@@ -52,6 +52,7 @@ def _items(n_lat: int, n_items: int, leak: bool, seed: int = 0) -> pl.DataFrame:
                     "latent": lat,
                     "explanation_id": "e",
                     "prompt": i // 20,
+                    "position": i % 20,
                     "truth": truth,
                     "shown_tokens": WIDTH,
                     "shown_special": 0,
@@ -178,6 +179,24 @@ def test_audit_files_summary_and_leak_flag(tmp_path: Path) -> None:
     det = next(ln for ln in lines if "detection" in ln)
     assert "LEAKING" in fuzz and "highlight_at_24" in fuzz
     assert "no leak found" in det
+
+
+def test_audit_does_not_depend_on_the_row_order_of_the_examples_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # part files are appended in the order workers wrote them: the same rows in another order
+    # must give the same audit, the ceiling's fit on a seeded subsample of rows included
+    monkeypatch.setattr("autointerp.scorers.audit.MAX_FIT_ROWS", 700)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    items = _items(30, 40, leak=False)  # no leak: the ceiling's fit sits on the fence
+    out = []
+    for frame in (items, items.sample(fraction=1.0, shuffle=True, seed=3), items.reverse()):
+        frame.write_parquet(scores / "fuzzing.examples.parquet")
+        (scores / "fuzzing.audit.parquet").unlink(missing_ok=True)
+        out.append(pl.read_parquet(run_audit(tmp_path)["fuzzing"]))
+    assert out[0].equals(out[1])
+    assert out[0].equals(out[2])
 
 
 def test_intruder_cue_judge_picks_one_window_per_prompt() -> None:

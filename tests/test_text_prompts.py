@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import numpy as np
@@ -116,3 +117,12 @@ def test_window_strings_handles_skipped_rows() -> None:
     vocab = Vocab(["a", "b", "c"])
     col = pl.Series([[0, 1], None, [2, 2, 0], [9]], dtype=pl.List(pl.Int32))
     assert vocab.window_strings(col) == [["a", "b"], [], ["c", "c", "a"], [""]]
+
+
+def test_json_strings_is_json_dumps_character_for_character() -> None:
+    from autointerp.text import json_strings
+
+    cases = [[], [""], ["def", " return"], ['"q"', "back\\slash", "\t\n", "é₀", "\x00\x1f", "</"]]
+    for strings in cases:
+        assert json_strings(strings) == json.dumps(strings, ensure_ascii=False)
+        assert json_strings(tuple(strings)) == json.dumps(strings, ensure_ascii=False)

@@ -252,7 +252,8 @@ def _items(path: Path, seed: int = 0, max_latents: int = MAX_LATENTS) -> pl.Data
     if any(c not in schema for c in NEEDED):
         return None
     key = ["config_hash", "hookpoint", "latent"]
-    cols = [*key, "explanation_id", "prompt", "truth", *NEEDED]
+    order = [*key, "prompt", *(["position"] if "position" in schema else [])]
+    cols = [*order, "explanation_id", "truth", *NEEDED]
     scan = pl.scan_parquet(path).select(cols)
     first = (
         scan.group_by(key)
@@ -266,7 +267,10 @@ def _items(path: Path, seed: int = 0, max_latents: int = MAX_LATENTS) -> pl.Data
         .filter(pl.col("explanation_id") == pl.col("_first"))
         .drop("_first")
         .collect()
-        .sort(key, maintain_order=True)
+        # one order whatever the order of the rows in the file (part files are appended in
+        # the order the workers wrote them): the fits, and so the audit, are reproducible
+        .sort(order, maintain_order=True)
+        .select(c for c in cols if c != "position")
     )
 
 

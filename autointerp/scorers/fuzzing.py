@@ -23,7 +23,7 @@ import numpy as np
 
 from autointerp.runner.examples import LatentExamples, highlight_mask
 from autointerp.scorers.base import seeded_rng, shown_columns
-from autointerp.scorers.frequency import closest_row, token_log_counts, window_log_counts
+from autointerp.scorers.frequency import token_log_counts, window_log_counts
 from autointerp.scorers.judge import BinaryJudgeScorer, Item, marks_list, window_meta
 
 
@@ -62,25 +62,6 @@ class Marks:
         self.means = means
         self._by_len: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def closest(
-        self,
-        row: dict[str, Any],
-        cands: np.ndarray,
-        target: float,
-        log_counts: np.ndarray | None,
-        counts: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """A copy of the first of the masks ``cands`` (indices, all of the window's length)
-        whose marked tokens of ``row`` are as frequent as ``target`` (frequency.closest);
-        ``counts``: the row's window_log_counts when known."""
-        first = self.masks[int(cands[0])]
-        if log_counts is None or len(cands) == 1:
-            return first.copy()
-        idx, mat = self.of_length(len(first))
-        rows = mat[np.searchsorted(idx, cands)]
-        pick = closest_row(row["tokens"], rows, target, log_counts, counts)
-        return self.masks[int(cands[pick])].copy()
-
     def of_length(self, length: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices of the masks of ``length`` tokens, their masks as a matrix)."""
         if length not in self._by_len:
@@ -94,19 +75,16 @@ class Marks:
         return self._by_len[length]
 
 
-def borrowed_wrong_mask(
-    row: dict[str, Any],
-    own: int,
-    marks: Marks,
-    rng: np.random.Generator,
-    log_counts: np.ndarray | None = None,
-    counts: np.ndarray | None = None,
-) -> np.ndarray | None:
-    """Another window's mask (``marks.masks[j]``, ``j != own``) that marks only tokens where
-    this window is silent: of those with as many marks as the window's own (any, if none), the
-    one whose marked tokens are as frequent as its own marked ones (seeded order on ties); else
-    random silent tokens as many as its own marks; None when neither is possible. ``counts``:
-    the row's window_log_counts when known."""
+def wrong_candidates(
+    row: dict[str, Any], own: int, marks: Marks, rng: np.random.Generator
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A wrong window's borrowing: ``(candidates, None)``, the indices of the other windows'
+    masks (``marks.masks[j]``, ``j != own``) that mark only tokens where this window is silent,
+    those with as many marks as its own first (any, if none), in a seeded order; or, when no
+    mask fits, ``(None, mask)`` with random silent tokens as many as its own marks (mask None
+    when there are too few). Of the candidates, the one whose marked tokens are as frequent
+    as the window's own marked ones is taken (:func:`pick_closest`; the first without token
+    counts)."""
     acts = np.asarray(row["activations"])
     n_own = int(marks.sums[own])
     order = rng.permutation(len(marks.masks))
@@ -120,36 +98,58 @@ def borrowed_wrong_mask(
     if not len(same):
         same = fits
     if not len(same):
-        return wrong_mask(acts, n_own, rng)
-    return marks.closest(row, same, float(marks.means[own]), log_counts, counts)
+        return None, wrong_mask(acts, n_own, rng)
+    return same, None
 
 
-def borrowed_mask(
-    row: dict[str, Any],
-    lenders: Marks,
-    rng: np.random.Generator,
-    log_counts: np.ndarray | None = None,
-) -> np.ndarray:
-    """Marks for a contrast window: a random lender's mask (``lenders``: the masks of
-    activating windows that mark something); with token counts, of the masks with as many
-    marks, the one that marks tokens of this window as frequent as the lender's own marked
-    tokens. Random places, same count, when the lengths differ; one random token without
-    lenders."""
+def contrast_candidates(
+    row: dict[str, Any], lenders: Marks, rng: np.random.Generator
+) -> tuple[np.ndarray | None, np.ndarray | None, float]:
+    """A contrast window's borrowing: ``(candidates, None, target)``, a random lender's mask
+    (``lenders``: the masks of activating windows that mark something) first, then, in a
+    seeded order, the other lenders' masks of as many marks and the window's length; the one
+    that marks tokens of this window as frequent as the lender's own marked tokens (mean log
+    count ``target``) is taken (:func:`pick_closest`; the random lender's without token
+    counts). ``(None, mask, 0)`` when the lengths differ (random places, same count) or there
+    is no lender (one random token)."""
     length = len(row["strings"])
     n = len(lenders.masks)
     if not n:
         mask = np.zeros(length, dtype=bool)
         mask[int(rng.integers(length))] = True
-        return mask
+        return None, mask, 0.0
     pick = int(rng.integers(n))
     d, target = lenders.masks[pick], float(lenders.means[pick])
     if len(d) != length:
         mask = np.zeros(length, dtype=bool)
         mask[rng.choice(length, size=min(length, max(1, int(d.sum()))), replace=False)] = True
-        return mask
+        return None, mask, 0.0
     order = rng.permutation(n)
     keep = order[(lenders.sums[order] == lenders.sums[pick]) & (lenders.lens[order] == length)]
-    return lenders.closest(row, np.concatenate([[pick], keep]), target, log_counts)
+    return np.concatenate([[pick], keep]), None, target
+
+
+def pick_closest(marks: Marks, jobs: list[tuple[np.ndarray, float, np.ndarray]]) -> list[int]:
+    """Per job ``(candidates, target, counts)`` (indices of masks of one length, the mean log
+    count to match, the window's window_log_counts): the first candidate whose marked tokens
+    of the window are on average nearest ``target`` (frequency.closest_row). The means of
+    every mask for all windows of a length come from one array operation, summed per window
+    and mask exactly as closest_row sums them (so the same picks, ties included)."""
+    out = [0] * len(jobs)
+    by_len: dict[int, list[int]] = {}
+    for j, (_, _, counts) in enumerate(jobs):
+        by_len.setdefault(len(counts), []).append(j)
+    for length, js in by_len.items():
+        idx, mat = marks.of_length(length)
+        counts = np.stack([jobs[j][2] for j in js])
+        n = mat.sum(axis=1)
+        sums = (mat[None, :, :] * counts[:, None, :]).sum(axis=2)
+        means = np.where(n > 0, sums / np.maximum(n, 1), 0.0)
+        for j, m in zip(js, means, strict=True):
+            cands, target, _ = jobs[j]
+            pos = np.searchsorted(idx, cands)
+            out[j] = int(cands[int(np.argmin(np.abs(m[pos] - target)))])
+    return out
 
 
 class FuzzingScorer(BinaryJudgeScorer):
@@ -175,17 +175,40 @@ class FuzzingScorer(BinaryJudgeScorer):
         marks = Marks(right, own)
         lending = [i for i, m in enumerate(right) if m.any()]
         lenders = Marks([right[i] for i in lending], None, marks.means[lending])
+        chosen: dict[int, tuple[np.ndarray, str]] = {}  # act index -> (mask, variant)
+        jobs: list[tuple[np.ndarray, float, np.ndarray]] = []  # frequency matches to make
+        waiting: list[int] = []
+        for i, r in enumerate(act):
+            if i not in wrong:
+                continue
+            cands, mask = wrong_candidates(r, i, marks, rng)
+            if cands is None:
+                if mask is not None:
+                    chosen[i] = (mask, "wrong")
+            elif own is None or len(cands) == 1:
+                chosen[i] = (marks.masks[int(cands[0])].copy(), "wrong")
+            else:
+                jobs.append((cands, float(marks.means[i]), own[i]))
+                waiting.append(i)
+        for i, j in zip(waiting, pick_closest(marks, jobs), strict=True):
+            chosen[i] = (marks.masks[j].copy(), "wrong")
+        con_masks: list[np.ndarray | None] = []
+        jobs, waiting = [], []
+        for k, r in enumerate(con):
+            cands, mask, target = contrast_candidates(r, lenders, rng)
+            if cands is not None and (counts is None or len(cands) == 1):
+                mask = lenders.masks[int(cands[0])].copy()
+            elif cands is not None:
+                jobs.append((cands, target, window_log_counts(counts, r["tokens"])))
+                waiting.append(k)
+            con_masks.append(mask)
+        for k, j in zip(waiting, pick_closest(lenders, jobs), strict=True):
+            con_masks[k] = lenders.masks[j].copy()
         made: dict[int, Item] = {}
         for i, r in enumerate(act):
-            mask, variant = right[i], "correct"
-            if i in wrong:
-                row_counts = own[i] if own is not None else None
-                moved = borrowed_wrong_mask(r, i, marks, rng, counts, row_counts)
-                if moved is not None:
-                    mask, variant = moved, "wrong"
+            mask, variant = chosen.get(i, (right[i], "correct"))
             made[id(r)] = self._item(ex, mask, variant == "correct", r, split, variant)
-        for r in con:
-            mask = borrowed_mask(r, lenders, rng, counts)
+        for r, mask in zip(con, con_masks, strict=True):
             made[id(r)] = self._item(ex, mask, False, r, split, "contrast")
         # detection's order (LatentExamples.windows): the same batches, the same prefixes
         return [made[id(r)] for r in ex.windows(split) if id(r) in made]

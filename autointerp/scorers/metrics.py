@@ -82,24 +82,26 @@ def _counts(idx: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * size).reshape(b, size).astype(np.float64)
 
 
-@lru_cache(maxsize=64)
-def _strata_draws(
-    n_pos: int, n_neg: int, n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified resamples: indices into the positives / negatives (``[n_boot, n_pos]``,
-    ``[n_boot, n_neg]``) and how often each example is drawn. They depend only on the sizes
-    and the seed, so latents with the same example mix share them (computed once, read-only)."""
+@lru_cache(maxsize=256)
+def _strata_draws(n_pos: int, n_neg: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified resamples: how often each positive / negative is drawn (``[n_boot, n_pos]``,
+    ``[n_boot, n_neg]``; positives and negatives resampled separately). They depend only on
+    the sizes and the seed, so latents with the same example mix share them (computed once,
+    read-only; a few hundred mixes cover a run of thousands of latents). Kept as float32: the
+    counts, and every sum of them the metrics take, are whole numbers far below 2**24, so
+    float32 holds them exactly in half the memory."""
     rng = np.random.default_rng(seed)
     dpos, dneg = _draws(rng, n_boot, n_pos), _draws(rng, n_boot, n_neg)
-    cpos, cneg = _counts(dpos, n_pos), _counts(dneg, n_neg)
-    for a in (dpos, dneg, cpos, cneg):
+    cpos = _counts(dpos, n_pos).astype(np.float32)
+    cneg = _counts(dneg, n_neg).astype(np.float32)
+    for a in (cpos, cneg):
         a.flags.writeable = False
-    return dpos, dneg, cpos, cneg
+    return cpos, cneg
 
 
-def _one_hot(values: np.ndarray, k: int) -> np.ndarray:
-    """``[len(values), k]`` float64 matrix with a 1 at each value's column."""
-    out = np.zeros((len(values), k))
+def _one_hot(values: np.ndarray, k: int, dtype: type = np.float64) -> np.ndarray:
+    """``[len(values), k]`` matrix (float64 unless ``dtype``) with a 1 at each value's column."""
+    out = np.zeros((len(values), k), dtype=dtype)
     out[np.arange(len(values)), values] = 1.0
     return out
 
@@ -245,13 +247,20 @@ def binary_metrics(
         np.bincount(neg_val, minlength=k)[None].astype(float),
     )
 
-    _, _, cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
+    cpos, cneg = _strata_draws(n_pos, n_neg, n_boot, seed)
+    # whole-number sums in float32 (exact), then float64 as before
     reps = _binary_from_counts(
-        cpos @ pos_pred.astype(np.float64), cneg @ neg_pred.astype(np.float64), n_pos, n_neg
+        (cpos @ pos_pred.astype(np.float32)).astype(np.float64),
+        (cneg @ neg_pred.astype(np.float32)).astype(np.float64),
+        n_pos,
+        n_neg,
     )
     # the weight of each distinct score per resample: draw counts times a one-hot of the
     # examples' scores (integers, so exactly the bincount of the drawn scores)
-    reps["auroc"] = _auroc_counts(cpos @ _one_hot(pos_val, k), cneg @ _one_hot(neg_val, k))
+    reps["auroc"] = _auroc_counts(
+        (cpos @ _one_hot(pos_val, k, np.float32)).astype(np.float64),
+        (cneg @ _one_hot(neg_val, k, np.float32)).astype(np.float64),
+    )
     lo, hi = _percentile_ci(np.stack([reps[m] for m in BINARY_METRICS], axis=1), ci)
 
     chance = _binary_chance(n_pos, n_neg)

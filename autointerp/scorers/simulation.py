@@ -18,7 +18,6 @@ Two ways to ask:
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any
 
@@ -41,7 +40,7 @@ from autointerp.scorers.base import (
 )
 from autointerp.scorers.judge import batches, greedy, system_message
 from autointerp.scorers.metrics_pearson import pearson_metrics
-from autointerp.text import excerpts
+from autointerp.text import excerpts, json_strings
 
 # The value written at every placeholder: a digit, so the judge's own token there is a value
 # of the scale and is always among the returned alternatives. With the word "unknown" there,
@@ -257,7 +256,7 @@ class SimulationScorer(Scorer):
                 check=lambda r: _all_failed(read_logprob_predictions(r, prompt, offsets)),
             )
             return req, (prompt, offsets)
-        shown = excerpts([json.dumps(t, ensure_ascii=False) for t in chunk])
+        shown = excerpts([json_strings(t) for t in chunk])
         # built with model_construct (as the judge scorers' requests): every field is ours
         # and valid, and validation cost more than the rest of the request
         req = LLMRequest.model_construct(
