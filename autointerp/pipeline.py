@@ -85,19 +85,41 @@ def _run_stages(
         if "explain" in chosen:
             log.info("stage explain")
             out["explain"] = explain(run_dir, config, latents=latents, progress=progress)
+        # with a report to follow, the score stage's shortcut audit is written by the report
+        # in a second process, beside its detail files (the two are mostly one-core work)
+        audit = None
         if "score" in chosen:
             log.info("stage score")
-            out["score"] = score(run_dir, config, latents=latents, progress=progress)
+            later = "report" in chosen and _report_stage() is not None
+            out["score"] = score(
+                run_dir, config, latents=latents, progress=progress, audit=not later
+            )
+            if later:
+                from autointerp.scorers.run import audit_seed
+
+                audit = (list(config.score.scorers), audit_seed(config))
     if "report" in chosen:
-        out["report"] = _report(run_dir)
+        out["report"] = _report(run_dir, audit)
     return out
 
 
-def _report(run_dir: Path) -> Path | None:
+def _report_stage() -> Any:
+    """``build_report``, or None where the report stage is not installed."""
     try:
         from autointerp.report import build_report
     except ImportError:  # the report stage is optional until it is installed
+        return None
+    return build_report
+
+
+def _report(run_dir: Path, audit: tuple[list[str], int] | None = None) -> Path | None:
+    build_report = _report_stage()
+    if build_report is None:
         log.warning("no report stage in this installation; skipped")
+        if audit is not None:  # the audit the score stage left to the report
+            from autointerp.scorers.audit import run_audit
+
+            run_audit(run_dir, audit[0], seed=audit[1])
         return None
     log.info("stage report")
-    return build_report(run_dir)
+    return build_report(run_dir, audit=audit)

@@ -77,6 +77,39 @@ def test_run_command_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     assert pl.read_parquet(run / "explanations.parquet").height == len(DEFAULT_RULES)
 
 
+def test_a_run_with_a_report_writes_the_score_stages_audit(tmp_path: Path) -> None:
+    # the pipeline leaves the score stage's shortcut audit to the report (another process,
+    # beside the detail files): the same files, with the run's seed, as the score stage's own
+    coder = write_planted_coder(tmp_path / "coder", DEFAULT_RULES)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(tmp_path / "run"),
+                "seed": 7,
+                "coder": {"path": str(coder)},
+                "cache": {"hookpoints": ["model.layers.0"], "n_tokens": 16384},
+                "score": {"scorers": ["detection", "fuzzing"]},
+            }
+        )
+    )
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert "Shortcut audit" in (run / "report" / "index.html").read_text()
+    written = {}
+    for name in ("detection", "fuzzing"):
+        path = run / "scores" / f"{name}.audit.parquet"
+        written[name] = pl.read_parquet(path)
+        assert written[name].height > 0
+        path.unlink()
+    again = runner.invoke(app, ["score", str(run), "--no-progress"])  # audits what is missing
+    assert again.exit_code == 0, again.output
+    for name, frame in written.items():
+        assert pl.read_parquet(run / "scores" / f"{name}.audit.parquet").equals(frame)
+
+
 def test_run_command_bad_input_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "r")}))

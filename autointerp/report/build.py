@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import polars as pl
 
 from autointerp.output_views import read_views
 from autointerp.report import data, details, html
-from autointerp.scorers.audit import audit_summary
+from autointerp.scorers.audit import audit_summary, run_audit
 from autointerp.scorers.summary import summarize
 from autointerp.text import vocab_for
 
@@ -29,10 +30,14 @@ def build_report(
     n_contrast: int = 2,
     chunk: int = CHUNK,
     seed: int = 0,
+    audit: tuple[Sequence[str], int] | None = None,
 ) -> Path:
     """Write ``RUN_DIR/report/`` (or ``out_dir``): ``index.html``, ``report.css``,
     ``report.js``, ``plots/*.png``, ``data/index.js`` and ``latents/<hookpoint>/<first>.js``
-    (docs/report.md); returns the path of ``index.html``."""
+    (docs/report.md); returns the path of ``index.html``. ``audit``: (scorers, seed) of a
+    shortcut audit still to write (``scorers.audit.run_audit``; the pipeline leaves the
+    score stage's to the report): written in another process while the detail files are,
+    and read when the summary is."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory {run_dir}: pass the folder of a run")
@@ -57,25 +62,33 @@ def build_report(
 
     # the plots (matplotlib: its import, a first run's font cache, the drawing) in another
     # process while this one writes the detail files, on a machine with a spare core
+    # (and the shortcut audit left to the report, in one more)
     plotter = None
     if (os.cpu_count() or 1) > 1:
         from autointerp.runner.procs import die_with_parent
 
         plotter = ProcessPoolExecutor(
-            1,
+            1 if audit is None else 2,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=die_with_parent,
             initargs=(os.getpid(),),
         )
     try:
         drawn: Future | None = None
+        audited: Future | None = None
         if plotter is not None:
+            if audit is not None:  # the longer task first
+                audited = plotter.submit(run_audit, run_dir, list(audit[0]), audit[1])
             drawn = plotter.submit(write_plots, out, scores, means, index, scorers)
         else:
+            if audit is not None:
+                run_audit(run_dir, list(audit[0]), seed=audit[1])
             figures = write_plots(out, scores, means, index, scorers)
         n_files = _write_details(run_dir, out, hps, index, scores, chunk, n_activating, n_contrast)
         if drawn is not None:
             figures = drawn.result()
+        if audited is not None:
+            audited.result()
     finally:
         if plotter is not None:
             plotter.shutdown(cancel_futures=True)

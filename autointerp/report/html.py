@@ -25,20 +25,21 @@ def esc(value: Any) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def _esc_token(token: str) -> str:
-    return html.escape(token)  # tokens repeat: each vocabulary entry escaped once
+def _esc_token(token: Any) -> str:
+    # tokens repeat: each vocabulary entry escaped once
+    return html.escape("" if token is None else str(token))
 
 
 def window_html(strings: list[str], norm: list[int], activations: list[float]) -> str:
     """A window's tokens, HTML-escaped, each firing token in a ``<mark>`` whose opacity is its
     ``activations_norm`` / 10 (the raw activation in its title)."""
-    out = []
-    for tok, level, act in zip(strings, norm, activations, strict=True):
-        text = _esc_token("" if tok is None else str(tok))
-        if level > 0:
-            out.append(f'<mark style="--a:{level / 10:.1f}" title="{act:.3g}">{text}</mark>')
-        else:
-            out.append(text)
+    if not len(strings) == len(norm) == len(activations):
+        raise ValueError("a window's strings, levels and activations differ in length")
+    out = list(map(_esc_token, strings))
+    for i, level in enumerate(norm):
+        if level > 0:  # few tokens of a window fire
+            act = activations[i]
+            out[i] = f'<mark style="--a:{level / 10:.1f}" title="{act:.3g}">{out[i]}</mark>'
     return "".join(out)
 
 

@@ -165,18 +165,22 @@ def score(
     force: bool = False,
     progress: bool = True,
     stage: str = "score",
+    audit: bool = True,
 ) -> dict[str, Path]:
     """Score explanations (default: the selected ones in ``explanations.parquet``) with each
     scorer on the test split; returns ``{scorer: scores/<scorer>.parquet}``. One process at a
     time per run directory (runner/lock.py). ``force`` scores again and asks the judge again
     (cached answers of earlier runs are not used). What it ran with is recorded as ``stage``
-    (runner/provenance.py)."""
+    (runner/provenance.py). ``audit=False`` leaves the shortcut audit to the caller (the
+    pipeline writes it beside the report: ``build_report(audit=...)``, seed
+    :func:`audit_seed`)."""
     if force:
         config = forced_config(config)
     with run_lock(run_dir, "score"):
         return _score(
-            run_dir, config, scorers, hookpoints, latents, explanations, force, progress, stage
-        )
+            run_dir, config, scorers, hookpoints, latents, explanations, force, progress, stage,
+            audit,
+        )  # fmt: skip
 
 
 def _score(
@@ -189,6 +193,7 @@ def _score(
     force: bool,
     progress: bool,
     stage: str,
+    audit: bool = True,
 ) -> dict[str, Path]:
     run_dir = Path(run_dir)
     check_engine(config)
@@ -274,9 +279,9 @@ def _score(
     # the shortcut audit, always on: once, over every latent the files hold (again only when
     # something was scored or an audit file is missing: a rerun that scores nothing rewrites
     # nothing)
-    if n_pairs or any(not audit_path(run_dir, n).is_file() for n in names if n in AUDITED):
-        seed = config.seed if config.score.seed is None else config.score.seed
-        run_audit(run_dir, names, seed=seed)
+    stale = any(not audit_path(run_dir, n).is_file() for n in names if n in AUDITED)
+    if audit and (n_pairs or stale):
+        run_audit(run_dir, names, seed=audit_seed(config))
     record_stage(
         run_dir,
         stage,
@@ -288,6 +293,11 @@ def _score(
         force=force,
     )
     return paths
+
+
+def audit_seed(config: RunConfig) -> int:
+    """The seed of the shortcut audit's folds and subsamples (``score.seed``, else ``seed``)."""
+    return config.seed if config.score.seed is None else config.score.seed
 
 
 def _prepare(
