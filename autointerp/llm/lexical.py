@@ -117,13 +117,15 @@ def _normal(token: str) -> str:
     return token.strip().lower()
 
 
-def _n_matches(tokens: list[str], keys: set[str]) -> int:
+def _n_matches(tokens: list[str], keys: frozenset[str]) -> int:
     """How many of ``tokens`` match ``keys`` (the hot loop of every scoring task)."""
     return sum(map(keys.__contains__, map(_normal, tokens)))
 
 
-def _keys(explanation: str) -> set[str]:
-    return {t.strip().lower() for t in quoted_tokens(explanation) if t.strip()}
+@lru_cache(maxsize=1024)
+def _keys(explanation: str) -> frozenset[str]:
+    """The explanation's keys as tokens are compared (a latent's requests share one)."""
+    return frozenset(t.strip().lower() for t in quoted_tokens(explanation) if t.strip())
 
 
 def _as_tokens(ex: Any) -> list[str]:
