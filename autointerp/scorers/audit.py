@@ -12,9 +12,10 @@ latent's items, so a cue judge is never tuned on the latent it is scored on.
 A binary judge scorer's cue judge answers yes/no per window; intruder's picks the window with
 the highest (or lowest) cue per prompt. Both are scored by balanced accuracy over the windows
 of each latent, chance 0.5 (an intruder pick at chance 1/n is balanced accuracy 0.5).
-Written once at the end of the score stage to ``scores/<scorer>.audit.parquet`` (columns in
-docs/score.md); a scorer whose ceiling beats chance by more than ``LEAK_MARGIN`` is flagged
-as leaking in the summary and the report.
+Written once at the end of the score stage (by the report, beside its detail files, when the
+pipeline runs one next) to ``scores/<scorer>.audit.parquet`` (columns in docs/score.md); a
+scorer whose ceiling beats chance by more than ``LEAK_MARGIN`` is flagged as leaking in the
+summary and the report.
 """
 
 from __future__ import annotations
