@@ -3,6 +3,7 @@ stage; a rerun repeats nothing; bad stage names and overrides are one-line error
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -108,6 +109,17 @@ def test_a_run_with_a_report_writes_the_score_stages_audit(tmp_path: Path) -> No
     assert again.exit_code == 0, again.output
     for name, frame in written.items():
         assert pl.read_parquet(run / "scores" / f"{name}.audit.parquet").equals(frame)
+    # an audit older than its examples file (a run killed before its report wrote it) is
+    # written again by a score call that scores nothing; a fresh one is left as it is
+    examples = run / "scores" / "fuzzing.examples.parquet"
+    stale = run / "scores" / "fuzzing.audit.parquet"
+    fresh = run / "scores" / "detection.audit.parquet"
+    os.utime(stale, ns=(1, 1))
+    kept = fresh.stat().st_mtime_ns
+    assert runner.invoke(app, ["score", str(run), "--no-progress"]).exit_code == 0
+    assert stale.stat().st_mtime_ns >= examples.stat().st_mtime_ns
+    assert pl.read_parquet(stale).equals(written["fuzzing"])
+    assert fresh.stat().st_mtime_ns == kept
 
 
 def test_run_command_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
 from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
-from autointerp.scorers.audit import AUDITED, audit_path, run_audit
+from autointerp.scorers.audit import run_audit
 from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
 from autointerp.scorers.parallel import n_workers, run_parallel
 from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
@@ -276,11 +276,10 @@ def _score(
         _prepare(run_dir, config, work)
         _execute(run_dir, config, work, outputs, progress)
     paths = outputs.close()
-    # the shortcut audit, always on: once, over every latent the files hold (again only when
-    # something was scored or an audit file is missing: a rerun that scores nothing rewrites
-    # nothing)
-    stale = any(not audit_path(run_dir, n).is_file() for n in names if n in AUDITED)
-    if audit and (n_pairs or stale):
+    # the shortcut audit, always on: once, over every latent the files hold; an audit newer
+    # than its examples file is kept (a rerun that scores nothing rewrites nothing, and one
+    # after a run killed before its report wrote the audit writes it)
+    if audit:
         run_audit(run_dir, names, seed=audit_seed(config))
     record_stage(
         run_dir,
