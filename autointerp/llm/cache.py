@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random
+
 from autointerp.llm.types import LLMResponse
 
 try:
@@ -34,14 +36,39 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+_BUSY_S = 30.0  # how long a connection waits for another's lock before it gives up
+
+
 def _open(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode is durable against process crashes (kill -9); only an OS crash or
-    # power loss can drop the last commits, and never corrupts the file.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute(_SCHEMA)
+    conn = sqlite3.connect(path, timeout=_BUSY_S, check_same_thread=False, isolation_level=None)
+    try:
+        _wal(conn)
+        # NORMAL in WAL mode is durable against process crashes (kill -9); only an OS crash
+        # or power loss can drop the last commits, and never corrupts the file.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+@retry(
+    retry=retry_if_exception(
+        lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)
+    ),
+    wait=wait_random(0.005, 0.05),
+    stop=stop_after_delay(_BUSY_S),
+    reraise=True,
+)
+def _wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. SQLite answers "database is locked" at once, without
+    waiting out the busy timeout, when another process is switching the same new file at
+    that moment (workers creating the run's cache together: 45 of 520 opens by 4 workers
+    at once failed so), so the switch is retried here for as long as that timeout."""
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode.lower() != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def shard_files(path: Path) -> list[Path]:

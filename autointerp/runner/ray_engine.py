@@ -84,9 +84,9 @@ def run_ray(
     """Run ``fn`` on every payload as Ray tasks, at most ``workers`` at once, each on one CPU
     (and ``num_gpus`` GPUs: the cache stage's forward pass on GPU workers)."""
     ray = connect(address)
-    # a task that found the run's SQLite answer cache locked (another task merging a killed
-    # worker's answers into it) is retried like one whose worker died: tasks resume from
-    # what is cached, so a retry pays for nothing twice
+    # a task that still finds the run's SQLite answer cache locked (after the cache's own
+    # waits, llm/cache.py) is retried like one whose worker died: tasks resume from what is
+    # cached, so a retry pays for nothing twice
     task = ray.remote(
         num_cpus=1,
         num_gpus=num_gpus,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -170,3 +171,31 @@ def test_worker_shards_are_merged_into_the_main_file(tmp_path: Path) -> None:
     assert not shard.exists()
     alive.close()
     main.close()
+
+
+def _open_at(path: Path, shard: str, start: float) -> None:
+    while time.time() < start:  # every process opens the new file at the same instant
+        pass
+    cache = ResponseCache(path, shard=f"{shard}-{os.getpid()}")
+    cache.put(shard, LLMResponse(text=shard, backend="b", model="m"))
+    cache.close()
+
+
+def test_workers_creating_the_cache_together_all_open_it(tmp_path: Path) -> None:
+    # SQLite refuses "PRAGMA journal_mode=WAL" at once, without its busy timeout, while
+    # another process switches the same new file: before the fix 12 of 120 such opens failed
+    ctx = multiprocessing.get_context("fork")
+    for trial in range(20):
+        db = tmp_path / str(trial) / "llm_cache.sqlite"
+        db.parent.mkdir()
+        start = time.time() + 0.1
+        procs = [ctx.Process(target=_open_at, args=(db, f"w{i}", start)) for i in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0], f"trial {trial}"
+        main = ResponseCache(db)  # merges the four shards
+        keys = sorted(r[0] for r in main._conn.execute("SELECT key FROM responses"))
+        main.close()
+        assert keys == ["w0", "w1", "w2", "w3"]
