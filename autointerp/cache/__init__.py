@@ -6,6 +6,7 @@ reads it back. Files are documented in docs/formats.md.
 
 from autointerp.cache.errors import (
     CacheBudgetError,
+    CacheDiskError,
     CacheError,
     CacheMismatchError,
     CacheMissingError,
@@ -17,6 +18,7 @@ from autointerp.cache.run import cache_activations
 __all__ = [
     "ActivationCache",
     "CacheBudgetError",
+    "CacheDiskError",
     "CacheError",
     "CacheMismatchError",
     "CacheMissingError",

@@ -30,3 +30,7 @@ class CacheMissingError(CacheError):
 
 class CacheBudgetError(CacheError):
     """``cache.max_memory_gb`` cannot hold what the stage needs at the least (one batch)."""
+
+
+class CacheDiskError(CacheError):
+    """The file system of the run directory cannot hold the cache at its peak."""

@@ -25,6 +25,7 @@ from autointerp.cache.budget import (
     reset_peak_rss,
     steady_heap,
 )
+from autointerp.cache.disk import DiskNeed, check_disk
 from autointerp.cache.encode import SparseEncoder
 from autointerp.cache.errors import CacheError
 from autointerp.cache.layout import FORMAT_VERSION, plan_shard_latents, shard_ranges
@@ -191,6 +192,14 @@ def _plan(
     l0 = {spec: len(n) / max(batch_tokens, 1) for spec, n in nz.items()}
     memory = plan_memory(cc, sum(l0.values()) * counted, prep.n_windows, peak_rss_bytes())
     log.info(memory.describe(cc.ctx_len))
+    tokens = prep.n_windows * cc.ctx_len
+    check_disk(
+        [
+            DiskNeed(j.layout.root, prep.n_windows * counted * l0[j.hookpoint.spec], tokens)
+            for j in jobs
+        ],
+        tokens,
+    )
     recorded = recorded_chunk_windows(plans, cc)
     chunk_windows = recorded if recorded is not None else memory.chunk_windows
     if recorded is not None and recorded != memory.chunk_windows:
