@@ -29,7 +29,9 @@ import polars as pl
 
 from autointerp.config import load_config
 from autointerp.pipeline import demo_config, run_pipeline
-from autointerp.scorers.audit import AUDITED, CEILING, audit_summary, format_audit
+from autointerp.scorers.audit import AUDITED
+from autointerp.scorers.audit_cues import CEILING
+from autointerp.scorers.audit_summary import audit_summary, format_audit
 from autointerp.scorers.summary import summarize
 
 SCORERS = ["detection", "fuzzing", "intruder"]

@@ -15,17 +15,9 @@ from stage_helpers import synthetic_run
 
 from autointerp.config import load_config
 from autointerp.explainers.run import explain
-from autointerp.scorers.audit import (
-    AUDIT_SCHEMA,
-    CEILING,
-    audit_items,
-    audit_summary,
-    best_threshold,
-    cue_matrix,
-    format_audit,
-    picks,
-    run_audit,
-)
+from autointerp.scorers.audit import AUDIT_SCHEMA, run_audit
+from autointerp.scorers.audit_cues import CEILING, audit_items, best_threshold, cue_matrix, picks
+from autointerp.scorers.audit_summary import audit_summary, format_audit
 from autointerp.scorers.run import score
 
 DOCS = Path(__file__).parents[1] / "docs"
@@ -186,7 +178,7 @@ def test_audit_does_not_depend_on_the_row_order_of_the_examples_file(
 ) -> None:
     # part files are appended in the order workers wrote them: the same rows in another order
     # must give the same audit, the ceiling's fit on a seeded subsample of rows included
-    monkeypatch.setattr("autointerp.scorers.audit.MAX_FIT_ROWS", 700)
+    monkeypatch.setattr("autointerp.scorers.audit_cues.MAX_FIT_ROWS", 700)
     scores = tmp_path / "scores"
     scores.mkdir()
     items = _items(30, 40, leak=False)  # no leak: the ceiling's fit sits on the fence

@@ -75,7 +75,7 @@ def judge_line(run_dir: Path, cfg: RunConfig, llm: str | None, config: Path | No
 
 
 def print_summary(run_dir: Path, names: list[str] | None) -> None:
-    from autointerp.scorers.audit import audit_summary, format_audit
+    from autointerp.scorers.audit_summary import audit_summary, format_audit
     from autointerp.scorers.summary import format_summary, summarize
 
     for line in format_summary(summarize(run_dir, names)):

@@ -14,7 +14,8 @@ import polars as pl
 
 from autointerp.output_views import read_views
 from autointerp.report import data, details, html
-from autointerp.scorers.audit import audit_summary, run_audit
+from autointerp.scorers.audit import run_audit
+from autointerp.scorers.audit_summary import audit_summary
 from autointerp.scorers.summary import summarize
 from autointerp.text import vocab_for
 

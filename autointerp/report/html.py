@@ -63,7 +63,7 @@ def summary_html(
     summary: dict[str, Any], scores: pl.DataFrame, audit: pl.DataFrame | None = None
 ) -> str:
     """The run summary: hookpoints, explanation counts, LLM usage, per-scorer means, and the
-    shortcut audit (``audit``: ``scorers.audit.audit_summary``)."""
+    shortcut audit (``audit``: ``scorers.audit_summary.audit_summary``)."""
     parts = ["<h3>Model and coder</h3>"]
     parts.append(
         table(
@@ -125,7 +125,8 @@ def summary_html(
 def audit_html(audit: pl.DataFrame) -> str:
     """The shortcut audit beside the scores: per scorer, the explanation-free ceiling and the
     strongest single cue (mean balanced accuracy over latents, 95% CI), and the verdict."""
-    from autointerp.scorers.audit import CHANCE, LEAK_MARGIN, verdicts
+    from autointerp.scorers.audit_cues import CHANCE
+    from autointerp.scorers.audit_summary import LEAK_MARGIN, verdicts
 
     def ci(r: dict[str, Any] | None) -> str:
         return "n/a" if r is None else f"{_fmt(r['mean'])} [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]"
