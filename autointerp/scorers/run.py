@@ -26,20 +26,14 @@ from autointerp.runner.progress import StageProgress
 from autointerp.runner.provenance import record_stage
 from autointerp.runner.session import open_client, run_vocab
 from autointerp.runner.stream import stream
-from autointerp.runner.table import PartTable
 from autointerp.runner.usage import record_usage
 from autointerp.scorers.audit import run_audit
-from autointerp.scorers.base import SCORE_SCHEMA, ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.base import ScoreContext, Scorer, ScoreResult
+from autointerp.scorers.outputs import KEY, Explanation, ScoreOutputs, set_of
 from autointerp.scorers.parallel import n_workers, run_parallel
-from autointerp.scorers.registry import SCORERS, check_scorers, make_scorer
+from autointerp.scorers.registry import check_scorers, make_scorer
 
 log = logging.getLogger(__name__)
-KEY = ["hookpoint", "latent", "explanation_id", "explanation_set", "config_hash"]
-Explanation = dict[str, Any]
-
-
-def scores_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "scores"
 
 
 def load_explanations(run_dir: Path) -> pl.DataFrame:
@@ -51,95 +45,6 @@ def load_explanations(run_dir: Path) -> pl.DataFrame:
             "`autointerp rescore` with a file of explanations"
         )
     return pl.read_parquet(path).filter(pl.col("selected"))
-
-
-def set_of(e: Explanation) -> str:
-    """The explanation set of an explanation row (``explanation_set``; rows written before
-    the column existed: their explainer and config hash)."""
-    return e.get("explanation_set") or f"{e.get('explainer')}:{e.get('config_hash')}"
-
-
-def _score_row(e: Explanation, scorer: Scorer, chash: str, res: ScoreResult) -> dict[str, Any]:
-    t = res.tally
-    return {
-        "hookpoint": e["hookpoint"],
-        "latent": int(e["latent"]),
-        "explanation_id": e["explanation_id"],
-        "explanation_set": set_of(e),
-        "config_hash": chash,
-        "scorer": scorer.name,
-        "explainer": e.get("explainer"),
-        "explanation": e.get("explanation"),
-        "status": res.status,
-        "error": res.error,
-        "model": scorer.model,
-        "judge_endpoint": scorer.judge_endpoint,
-        "scorer_config": scorer.scorer_config(),
-        "n_examples": res.n_examples,
-        "n_lost": res.n_lost,
-        "n_requests": t.requests,
-        "n_failed_requests": t.failed,
-        "n_cached_requests": t.cached,
-        "n_truncated_requests": t.truncated,
-        "prompt_tokens": t.prompt_tokens,
-        "completion_tokens": t.completion_tokens,
-        "cost_usd": t.cost_usd,
-        "latency_s": t.latency_s,
-        # a latent that got no number has every metric column NaN, chance levels included
-        **{
-            k: float(v)
-            for k, v in (
-                res.metrics if res.status == "ok" and res.metrics else scorer.empty_metrics()
-            ).items()
-        },
-    }
-
-
-class _Outputs:
-    """The two tables of each scorer."""
-
-    def __init__(self, run_dir: Path, names: list[str], flush_rows: int) -> None:
-        d = scores_dir(run_dir)
-        self.latent = {
-            n: PartTable(d / f"{n}.parquet", KEY, SCORE_SCHEMA, flush_rows=flush_rows)
-            for n in names
-        }
-        self.examples = {
-            n: PartTable(
-                d / f"{n}.examples.parquet",
-                KEY,
-                SCORERS[n].example_schema,
-                sort=False,
-                flush_rows=flush_rows * 50,
-            )
-            for n in names
-        }
-
-    def done(self, name: str) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
-        """(keys not to score again, every key written): failed rows are scored again."""
-        t = self.latent[name]
-        return t.done_keys(redo_status="failed"), t.done_keys()
-
-    def add(self, scorer: Scorer, chash: str, e: Explanation, res: ScoreResult) -> None:
-        self.latent[scorer.name].add([_score_row(e, scorer, chash, res)])
-        if res.examples:
-            key = {k: e[k] for k in ("hookpoint", "latent", "explanation_id")}
-            key["explanation_set"] = set_of(e)
-            key["config_hash"] = chash
-            self.examples[scorer.name].add(res.examples, common=key)
-
-    def flush(self) -> None:
-        for t in (*self.latent.values(), *self.examples.values()):
-            t.flush()
-
-    def close(self) -> dict[str, Path]:
-        out = {}
-        for name, t in self.latent.items():
-            path = t.close()
-            self.examples[name].close()
-            if path is not None:
-                out[name] = path
-        return out
 
 
 async def _score_one(scorer: Scorer, ex: LatentExamples, e: Explanation, llm: Any) -> ScoreResult:
@@ -211,7 +116,7 @@ def _score(
         expl = expl.filter(pl.col("hookpoint").is_in([h.replace(":", "@") for h in hookpoints]))
     if latents is not None:
         expl = expl.filter(pl.col("latent").is_in(list(latents)))
-    outputs = _Outputs(run_dir, names, config.score.flush_rows)
+    outputs = ScoreOutputs(run_dir, names, config.score.flush_rows)
     done = {n: outputs.done(n) for n in names}
     if "explanation_set" not in expl.columns:
         expl = expl.with_columns(pl.lit(None, pl.String).alias("explanation_set"))
@@ -333,7 +238,7 @@ def _execute(
     run_dir: Path,
     config: RunConfig,
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
-    outputs: _Outputs,
+    outputs: ScoreOutputs,
     progress: bool,
 ) -> None:
     """In this process, or in several (``score.workers``; see scorers/parallel.py)."""
@@ -361,7 +266,7 @@ def run_jobs(
     process, writing part files only (a worker of scorers/parallel.py); returns the number of
     latents."""
     names = sorted({j[3] for j in jobs})
-    outputs = _Outputs(run_dir, names, config.score.flush_rows)
+    outputs = ScoreOutputs(run_dir, names, config.score.flush_rows)
     built: dict[tuple[str, str], Scorer] = {}
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]] = defaultdict(dict)
     for hp, latent, e, name, chash in jobs:
@@ -380,7 +285,7 @@ async def _run(
     run_dir: Path,
     config: RunConfig,
     work: dict[str, dict[int, list[tuple[Explanation, Scorer, str]]]],
-    outputs: _Outputs,
+    outputs: ScoreOutputs,
     progress: bool,
     on_latent: Any = None,
     cache_shard: str | None = None,
