@@ -10,7 +10,9 @@ scale needs more tokens than it holds. The LAST line printed is one JSON object 
 peak_rss_mb_ctx<C>_<s>N for every run, rss_growth_max (the largest peak RSS ratio of the
 largest scale to the smallest, over the context lengths), overhead_ratio (the smallest, over
 the context lengths, of full cache / limit tokens/s at N; with ``--repeats R`` the limit and
-the cache at N run R times each, alternating, and the fastest of each counts) and context.
+the cache at N run R times each, alternating, and the fastest of each counts;
+overhead_ratio_paired_ctx<C>: the median over the repeats of each cache run over the limit run
+just before it) and context.
 
 With ``--synthetic`` it first measures the host ceiling: the whole cache stage (same code,
 same files) fed by random sparse codes at memory speed instead of a model
@@ -40,6 +42,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -256,6 +259,15 @@ def bench_ctx(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         f"tokens_per_s_cache_ctx{ctx}": round(fastest["tokens_per_s_cache"]),
         f"overhead_ratio_ctx{ctx}": round(
             fastest["tokens_per_s_cache"] / limit["tokens_per_s_forward_encode"], 3
+        ),
+        # each cache run over the limit run just before it, the median: drift in the
+        # machine's speed between the start and the end of a sitting cancels out
+        f"overhead_ratio_paired_ctx{ctx}": round(
+            statistics.median(
+                c["tokens_per_s_cache"] / lim["tokens_per_s_forward_encode"]
+                for lim, c in zip(limits, firsts or [first], strict=False)
+            ),
+            3,
         ),
         f"samples_ctx{ctx}": {
             "forward_encode": [round(x["tokens_per_s_forward_encode"]) for x in limits],
