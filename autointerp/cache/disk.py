@@ -43,8 +43,6 @@ class DiskNeed:
 
     def written_bytes(self) -> int:
         """What a killed run already wrote under the cache folder (it counts toward the peak)."""
-        if not self.root.is_dir():
-            return 0
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
@@ -52,20 +50,15 @@ def _size(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB / 10 else f"{n / MB:.1f} MB"
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_disk(needs: Sequence[DiskNeed], n_tokens: int) -> None:
     """Log the cache's peak disk use; raise ``CacheDiskError`` when a file system has less
-    free space than what is still to be written there."""
+    free space than what is still to be written there. The cache folders exist already
+    (``state.begin``)."""
     by_device: dict[int, list[DiskNeed]] = {}
     for need in needs:
-        by_device.setdefault(os.stat(_existing(need.root)).st_dev, []).append(need)
+        by_device.setdefault(os.stat(need.root).st_dev, []).append(need)
     for group in by_device.values():
-        where = _existing(group[0].root)
+        where = group[0].root
         peak = sum(n.peak_bytes for n in group)
         todo = max(0.0, peak - sum(n.written_bytes() for n in group))
         free = shutil.disk_usage(where).free
